@@ -1,0 +1,144 @@
+using MetaStone.Reasoning;
+
+namespace MetaStone.Reasoning.Tests;
+
+public sealed class StepMaskTests
+{
+    private const int P = 1, S = 9, A = 2, B = 3, C = 4, D = 5, Think = 7, EndThink = 8;
+    private static readonly StepTokenSet Rules = new(new HashSet<int> { S }, Think, EndThink);
+
+    [Fact]
+    public void ToySequenceFromReferenceScoresPositions5And8()
+    {
+        // sprm-reference.md §2.6: [P, P, <think>, S, a, b, S, S, c, S, </think>, d, S]
+        int[] seq = [P, P, Think, S, A, B, S, S, C, S, EndThink, D, S];
+        Assert.Equal([5, 8], StepMask.FeaturePositions(seq, Rules));
+    }
+
+    [Fact]
+    public void QwenWorkedExampleReadsFeatureBeforeStepToken()
+    {
+        // §2.7: "<think>\nLet me think.\n\n</think>" with Qwen3 ids: one step, feature at index 4.
+        var rules = new StepTokenSet(new HashSet<int> { 382 }, 151667, 151668);
+        int[] seq = [151667, 198, 10061, 752, 1744, 382, 151668];
+        Assert.Equal([4], StepMask.FeaturePositions(seq, rules));
+    }
+
+    [Fact]
+    public void WithoutThinkTagTheSpanStartsAtTheResponse()
+    {
+        int[] seq = [A, S, B, /* response: */ C, S, D, S, EndThink, A, S];
+        Assert.Equal([3, 5], StepMask.FeaturePositions(seq, Rules, responseStart: 3));
+    }
+
+    [Fact]
+    public void UnclosedThinkingIsScoredToTheEnd()
+    {
+        int[] seq = [Think, A, S, B, S];
+        Assert.Equal([1, 3], StepMask.FeaturePositions(seq, Rules));
+    }
+
+    [Fact]
+    public void StepTokenAtSequenceStartIsNeverScored()
+    {
+        int[] seq = [S, A, S];
+        Assert.Equal([1], StepMask.FeaturePositions(seq, Rules, responseStart: 0));
+    }
+
+    [Fact]
+    public void IncrementalTrackerAgreesWithWholeSequenceMask()
+    {
+        var rng = new Random(7);
+        for (int trial = 0; trial < 500; trial++)
+        {
+            var seq = Enumerable.Range(0, rng.Next(1, 40)).Select(_ => rng.Next(0, 10)).ToArray();
+            int responseStart = rng.Next(0, seq.Length + 1);
+            var tracker = new StepTracker(Rules);
+            var incremental = new List<int>();
+            for (int t = 0; t < seq.Length; t++)
+            {
+                if (t == responseStart) tracker.BeginResponse();
+                if (tracker.Observe(seq[t])) incremental.Add(t - 1);
+            }
+            Assert.Equal(StepMask.FeaturePositions(seq, Rules, responseStart), incremental);
+        }
+    }
+}
+
+public sealed class TrajectoryScoreTests
+{
+    [Fact]
+    public void GeometricMeanMatchesReferenceFormula()
+    {
+        double[] p = [0.9, 0.5, 0.2];
+        double expected = Math.Exp((Math.Log(0.9) + Math.Log(0.5) + Math.Log(0.2)) / 3);
+        Assert.Equal(expected, TrajectoryScore.Aggregate(p), 12);
+    }
+
+    [Fact]
+    public void NoStepsScoresZero() => Assert.Equal(0.0, TrajectoryScore.Aggregate([]));
+
+    [Fact]
+    public void ZeroProbabilityIsClampedNotNegativeInfinity()
+    {
+        double s = TrajectoryScore.Aggregate([0.0, 1.0]);
+        Assert.Equal(Math.Sqrt(1e-10), s, 15);
+    }
+
+    [Fact]
+    public void MinLastMean()
+    {
+        double[] p = [0.9, 0.3, 0.6];
+        Assert.Equal(0.3, TrajectoryScore.Aggregate(p, ScoreAggregation.Min));
+        Assert.Equal(0.6, TrajectoryScore.Aggregate(p, ScoreAggregation.Last));
+        Assert.Equal(0.6, TrajectoryScore.Aggregate(p, ScoreAggregation.Mean), 12);
+    }
+}
+
+public sealed class SelectionTests
+{
+    [Fact]
+    public void BestOfNFirstIndexWinsTies()
+    {
+        ScoredCandidate[] c = [new(0, 0.5, "1"), new(1, 0.9, "2"), new(2, 0.9, "3")];
+        Assert.Equal(1, CandidateSelection.SelectWinner(c));
+    }
+
+    [Fact]
+    public void MajorityVoteTieGoesToEarliestAnswer()
+    {
+        ScoredCandidate[] c = [new(0, 0.1, "7"), new(1, 0.9, "8"), new(2, 0.2, "8"), new(3, 0.3, "7")];
+        // 7 and 8 both have two votes; 7 appeared first; its best-scored holder is index 3.
+        Assert.Equal(3, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
+    }
+
+    [Fact]
+    public void WeightedVoteSumsScores()
+    {
+        ScoredCandidate[] c = [new(0, 0.3, "7"), new(1, 0.3, "7"), new(2, 0.9, "8")];
+        Assert.Equal(2, CandidateSelection.SelectWinner(c, SelectionMethod.SprmWeightedVote));
+        Assert.Equal(0, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
+    }
+
+    [Fact]
+    public void VotesWithoutAnswersFallBackToBestOfN()
+    {
+        ScoredCandidate[] c = [new(0, 0.3, null), new(1, 0.8, null)];
+        Assert.Equal(1, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
+    }
+
+    [Theory]
+    [InlineData("low", 2)]
+    [InlineData("medium", 8)]
+    [InlineData("HIGH", 32)]
+    public void EffortModes(string effort, int k) => Assert.Equal(k, EffortMode.ResolveK(effort, null));
+
+    [Fact]
+    public void BadEffortAndKAreClearErrors()
+    {
+        Assert.Contains("unknown effort 'extreme'", Assert.Throws<ArgumentException>(() => EffortMode.ResolveK("extreme", null)).Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => EffortMode.ResolveK(null, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => EffortMode.ResolveK(null, 10_000));
+        Assert.Equal(5, EffortMode.ResolveK("high", 5));
+    }
+}
