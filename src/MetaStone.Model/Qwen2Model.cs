@@ -1,0 +1,385 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace MetaStone.Model;
+
+#pragma warning disable IDE1006 // field names are the Hugging Face parameter names (RegisterComponents uses them)
+
+/// <summary>Root-mean-square norm as in Hugging Face Qwen2: statistics in fp32, scale in the model dtype.</summary>
+public sealed class RmsNorm : nn.Module
+{
+    private readonly Parameter weight;
+    private readonly double _eps;
+
+    public RmsNorm(int size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
+    {
+        weight = nn.Parameter(ones(size, dtype: dtype, device: device));
+        _eps = eps;
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x)
+    {
+        var x32 = x.to_type(ScalarType.Float32);
+        var normed = x32 * rsqrt(x32.square().mean([-1], keepdim: true) + _eps);
+        return weight * normed.to_type(x.dtype);
+    }
+}
+
+/// <summary>Where the keys and values of one forward pass come from and go to.</summary>
+internal abstract record AttentionPlan
+{
+    /// <summary>No cache: causal attention over the given tokens only (training, re-encoding, references).</summary>
+    public sealed record Full(Tensor? PaddingMask) : AttentionPlan;
+
+    /// <summary>One sequence: tokens at [Start, Start+T) of a cache slot; earlier positions already cached.</summary>
+    public sealed record Prefill(KvCache Cache, int Slot, int Start) : AttentionPlan;
+
+    /// <summary>One new token for each of B slots at its own position.</summary>
+    public sealed record Decode(KvCache Cache, Tensor Slots, Tensor FlatIndex, Tensor Mask, int KvLength) : AttentionPlan;
+}
+
+public sealed class Qwen2Attention : nn.Module
+{
+    private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    private readonly int _heads, _kvHeads, _headDim, _layer;
+
+    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2Attention))
+    {
+        _heads = c.NumAttentionHeads;
+        _kvHeads = c.NumKeyValueHeads;
+        _headDim = c.HeadDim;
+        _layer = layer;
+        q_proj = nn.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, device: device, dtype: dtype);
+        k_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
+        v_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
+        o_proj = nn.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
+    {
+        long b = x.shape[0], t = x.shape[1];
+        var q = q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2);
+        var k = k_proj.forward(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        var v = v_proj.forward(x).view(b, t, _kvHeads, _headDim);
+        q = Rotary.Apply(q, cos, sin);
+        k = Rotary.Apply(k, cos, sin); // [B, KV, T, hd]
+        int groups = _heads / _kvHeads;
+        Tensor attn;
+        switch (plan)
+        {
+            case AttentionPlan.Full full:
+            {
+                var kk = k.repeat_interleave(groups, dim: 1);
+                var vv = v.transpose(1, 2).repeat_interleave(groups, dim: 1);
+                if (full.PaddingMask is null)
+                {
+                    attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
+                }
+                else
+                {
+                    // Causal AND key is not padding; [B, 1, T, T].
+                    var causal = ones(t, t, dtype: ScalarType.Bool, device: x.device).tril();
+                    var mask = causal.unsqueeze(0) & full.PaddingMask.unsqueeze(1);
+                    attn = F.scaled_dot_product_attention(q, kk, vv, mask.unsqueeze(1));
+                }
+                break;
+            }
+            case AttentionPlan.Prefill pre:
+            {
+                var kc = pre.Cache.Keys(_layer)[pre.Slot];
+                var vc = pre.Cache.Values(_layer)[pre.Slot];
+                kc.narrow(0, pre.Start, t).copy_(k[0].transpose(0, 1));
+                vc.narrow(0, pre.Start, t).copy_(v[0]);
+                long kvLen = pre.Start + t;
+                var kk = kc.narrow(0, 0, kvLen).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var vv = vc.narrow(0, 0, kvLen).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                if (pre.Start == 0)
+                {
+                    attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
+                }
+                else
+                {
+                    // SDPA's causal flag is top-left aligned; continuing a sequence needs an explicit mask.
+                    var rows = arange(pre.Start, kvLen, device: x.device).unsqueeze(1);
+                    var cols = arange(0, kvLen, device: x.device).unsqueeze(0);
+                    attn = F.scaled_dot_product_attention(q, kk, vv, (cols <= rows).unsqueeze(0).unsqueeze(0));
+                }
+                break;
+            }
+            case AttentionPlan.Decode dec:
+            {
+                var kc = dec.Cache.Keys(_layer);
+                var vc = dec.Cache.Values(_layer);
+                long slots = kc.shape[0], maxLen = kc.shape[1];
+                // Write this step's rows: one index_copy_ into the [slots*maxLen, KV, hd] view.
+                kc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, k.squeeze(2));
+                vc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, v.squeeze(1));
+                var kk = kc.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots).permute(0, 2, 1, 3); // [B, KV, L, hd]
+                var vv = vc.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots).permute(0, 2, 1, 3);
+                // GQA without copying the cache: fold the query heads of one KV group into the query-length axis.
+                var qg = q.reshape(b, _kvHeads, groups, _headDim);
+                attn = F.scaled_dot_product_attention(qg, kk, vv, dec.Mask).reshape(b, _heads, 1, _headDim);
+                break;
+            }
+            default:
+                throw new InvalidOperationException("unknown attention plan");
+        }
+        return o_proj.forward(attn.transpose(1, 2).reshape(b, t, _heads * _headDim));
+    }
+}
+
+public sealed class Qwen2Mlp : nn.Module
+{
+    private readonly Linear gate_proj, up_proj, down_proj;
+
+    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : base(nameof(Qwen2Mlp))
+    {
+        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x) => down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x));
+}
+
+public sealed class Qwen2DecoderLayer : nn.Module
+{
+    private readonly Qwen2Attention self_attn;
+    private readonly Qwen2Mlp mlp;
+    private readonly RmsNorm input_layernorm, post_attention_layernorm;
+
+    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2DecoderLayer))
+    {
+        self_attn = new Qwen2Attention(c, layer, dtype, device);
+        mlp = new Qwen2Mlp(c, dtype, device);
+        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
+    {
+        var h = x + self_attn.Forward(input_layernorm.Forward(x), cos, sin, plan);
+        return h + mlp.Forward(post_attention_layernorm.Forward(h));
+    }
+}
+
+/// <summary>Rotary position embedding (rotate-half form, as Hugging Face Qwen2).</summary>
+internal static class Rotary
+{
+    /// <summary>cos/sin tables [maxPositions, headDim] in fp32.</summary>
+    public static (Tensor Cos, Tensor Sin) Tables(int headDim, double theta, int maxPositions, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var invFreq = pow(theta, -arange(0, headDim, 2, dtype: ScalarType.Float64) / headDim);
+        var freqs = outer(arange(maxPositions, dtype: ScalarType.Float64), invFreq);
+        var emb = cat([freqs, freqs], dim: -1);
+        var cos = emb.cos().to_type(ScalarType.Float32).to(device);
+        var sin = emb.sin().to_type(ScalarType.Float32).to(device);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>x [B, H, T, hd]; cos/sin [B, 1, T, hd] in x's dtype.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        long half = x.shape[^1] / 2;
+        var x1 = x.narrow(-1, 0, half);
+        var x2 = x.narrow(-1, half, half);
+        var rotated = cat([x2.neg(), x1], dim: -1);
+        return x * cos + rotated * sin;
+    }
+}
+
+/// <summary>What one forward pass returns.</summary>
+/// <param name="Logits">fp32 logits: [B, V] for the last position of each row, or [B, T, V] when all were asked for.</param>
+/// <param name="SprmFeatures">Hugging Face <c>hidden_states[-2]</c> (the raw residual stream entering the last
+/// decoder layer) at the same positions as the logits, in the model dtype.</param>
+public sealed record ForwardOutput(Tensor Logits, Tensor SprmFeatures);
+
+/// <summary>
+/// Qwen2 decoder with its LM head (tied or untied). Parameter names follow the Hugging Face checkpoint
+/// layout (<c>model.layers.N.self_attn.q_proj.weight</c>, …), so state dicts load without renaming.
+/// </summary>
+public sealed class Qwen2ForCausalLM : nn.Module
+{
+    private readonly Qwen2Body model;
+    private readonly Linear? lm_head;
+    private readonly Tensor _ropeCos, _ropeSin;
+
+    public Qwen2Config Config { get; }
+    public ScalarType Dtype { get; }
+    public Device Device { get; }
+
+    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions = null) : base(nameof(Qwen2ForCausalLM))
+    {
+        config.Validate();
+        Config = config;
+        Dtype = dtype;
+        Device = device;
+        model = new Qwen2Body(config, dtype, device);
+        if (!config.TieWordEmbeddings)
+            lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+        (_ropeCos, _ropeSin) = Rotary.Tables(config.HeadDim, config.RopeTheta, ropePositions ?? config.MaxPositionEmbeddings, device);
+        _ropeCos = _ropeCos.DetachFromDisposeScope();
+        _ropeSin = _ropeSin.DetachFromDisposeScope();
+    }
+
+    /// <summary>Longest sequence the precomputed rotary tables cover.</summary>
+    public int MaxPositions => (int)_ropeCos.shape[0];
+
+    /// <summary>Initialises weights as Hugging Face does for Qwen2 (normal(0, 0.02), norms at 1, biases 0).</summary>
+    public void InitializeWeights(long seed)
+    {
+        using var _ = no_grad();
+        var gen = new Generator((ulong)seed);
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name == "model.norm.weight") p.fill_(1);
+            else if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+            else p.normal_(0, 0.02, generator: gen);
+        }
+    }
+
+    /// <summary>Full causal forward without a cache (training, re-encoding, reference checks).</summary>
+    /// <param name="inputIds">[B, T] int64; rows right-padded when <paramref name="paddingMask"/> is given.</param>
+    /// <param name="paddingMask">Optional [B, T] bool, true for real tokens.</param>
+    /// <param name="allPositions">Return logits/features for every position instead of only the last.</param>
+    public ForwardOutput ForwardFull(Tensor inputIds, Tensor? paddingMask = null, bool allPositions = true)
+    {
+        long t = inputIds.shape[1];
+        CheckLength(t);
+        var positions = arange(t, device: Device).unsqueeze(0).expand(inputIds.shape[0], t);
+        return Run(inputIds, positions, new AttentionPlan.Full(paddingMask), allPositions);
+    }
+
+    /// <summary>Prefill (or continue) one sequence in a cache slot, starting at position <paramref name="start"/>.</summary>
+    public ForwardOutput Prefill(Tensor inputIds, KvCache cache, int slot, int start, bool allPositions = false)
+    {
+        if (inputIds.shape[0] != 1) throw new ArgumentException("prefill takes one sequence ([1, T])", nameof(inputIds));
+        long t = inputIds.shape[1];
+        if (start + t > cache.MaxLength)
+            throw new ArgumentException($"sequence of {start + t} tokens exceeds the cache length {cache.MaxLength}");
+        CheckLength(start + t);
+        var positions = arange(start, start + t, device: Device).unsqueeze(0);
+        return Run(inputIds, positions, new AttentionPlan.Prefill(cache, slot, start), allPositions);
+    }
+
+    /// <summary>One decode step: token <paramref name="inputIds"/>[i] at position <paramref name="positions"/>[i] of slot <paramref name="slots"/>[i].</summary>
+    public ForwardOutput Decode(Tensor inputIds, KvCache cache, ReadOnlySpan<long> slots, ReadOnlySpan<long> positions)
+    {
+        int b = slots.Length;
+        long maxPos = 0;
+        var flat = new long[b];
+        for (int i = 0; i < b; i++)
+        {
+            if (positions[i] >= cache.MaxLength) throw new ArgumentException($"position {positions[i]} exceeds the cache length {cache.MaxLength}");
+            maxPos = Math.Max(maxPos, positions[i]);
+            flat[i] = slots[i] * cache.MaxLength + positions[i];
+        }
+        CheckLength(maxPos + 1);
+        int kvLength = (int)maxPos + 1;
+        var posT = tensor(positions.ToArray(), device: Device);
+        var slotT = tensor(slots.ToArray(), device: Device);
+        var flatT = tensor(flat, device: Device);
+        // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
+        var mask = (arange(kvLength, device: Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
+        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength), allPositions: false);
+    }
+
+    private void CheckLength(long length)
+    {
+        if (length > MaxPositions)
+            throw new ArgumentException($"sequence of {length} tokens is longer than the model's context window of {MaxPositions} tokens");
+    }
+
+    private ForwardOutput Run(Tensor inputIds, Tensor positions, AttentionPlan plan, bool allPositions)
+    {
+        // cos/sin gathered per row and position so rows at different positions share one batch.
+        var cos = _ropeCos.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1).to_type(Dtype);
+        var sin = _ropeSin.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1).to_type(Dtype);
+        var (final, features) = model.Forward(inputIds, cos, sin, plan);
+        if (!allPositions)
+        {
+            long t = final.shape[1];
+            final = final.narrow(1, t - 1, 1).squeeze(1);
+            features = features.narrow(1, t - 1, 1).squeeze(1);
+        }
+        var logits = lm_head is not null ? lm_head.forward(final) : F.linear(final, model.EmbeddingWeight);
+        return new ForwardOutput(logits.to_type(ScalarType.Float32), features);
+    }
+}
+
+/// <summary>The <c>model.*</c> part: embeddings, decoder layers, final norm.</summary>
+internal sealed class Qwen2Body : nn.Module
+{
+    private readonly Embedding embed_tokens;
+    private readonly ModuleList<Qwen2DecoderLayer> layers;
+    private readonly RmsNorm norm;
+
+    public Qwen2Body(Qwen2Config c, ScalarType dtype, Device device) : base("model")
+    {
+        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
+        layers = new ModuleList<Qwen2DecoderLayer>();
+        for (int i = 0; i < c.NumHiddenLayers; i++) layers.Add(new Qwen2DecoderLayer(c, i, dtype, device));
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    public Tensor EmbeddingWeight => embed_tokens.weight!;
+
+    /// <summary>Returns (final-norm output, input of the last layer).</summary>
+    public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan)
+    {
+        var x = embed_tokens.forward(inputIds);
+        Tensor features = x;
+        for (int i = 0; i < layers.Count; i++)
+        {
+            if (i == layers.Count - 1) features = x;
+            // One dispose scope per layer keeps temporaries from piling up (torchsharp-notes §4).
+            using var scope = NewDisposeScope();
+            x = layers[i].Forward(x, cos, sin, plan).MoveToOuterDisposeScope();
+        }
+        return (norm.Forward(x), features);
+    }
+}
+
+/// <summary>Loading Hugging Face checkpoints into <see cref="Qwen2ForCausalLM"/>.</summary>
+public static class Qwen2Loading
+{
+    /// <summary>
+    /// Copies checkpoint tensors into the model's parameters (with dtype conversion), after checking that
+    /// every expected tensor is present with the right shape and that nothing unexpected is there.
+    /// </summary>
+    /// <param name="describeSource">Names the file a tensor came from, for error messages.</param>
+    public static void LoadWeights(this Qwen2ForCausalLM model, IReadOnlyDictionary<string, Tensor> tensors, Func<string, string> describeSource)
+    {
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var problems = new List<string>();
+        foreach (var (name, p) in parameters)
+        {
+            if (!tensors.TryGetValue(name, out var t))
+                problems.Add($"missing tensor '{name}' (expected shape [{string.Join(",", p.shape)}])");
+            else if (!t.shape.SequenceEqual(p.shape))
+                problems.Add($"tensor '{name}' in {describeSource(name)} has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", p.shape)}]");
+        }
+        foreach (var name in tensors.Keys)
+        {
+            if (parameters.ContainsKey(name)) continue;
+            // Tied checkpoints sometimes carry a copy of the embedding as lm_head; old ones carry rotary buffers.
+            if (name == "lm_head.weight" && model.Config.TieWordEmbeddings) continue;
+            if (name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)) continue;
+            problems.Add($"unexpected tensor '{name}' in {describeSource(name)}");
+        }
+        if (problems.Count > 0)
+            throw new InvalidDataException("checkpoint does not match the Qwen2 config: " + string.Join("; ", problems.Take(10)) + (problems.Count > 10 ? $"; and {problems.Count - 10} more" : ""));
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters)
+            p.copy_(tensors[name]);
+    }
+}
