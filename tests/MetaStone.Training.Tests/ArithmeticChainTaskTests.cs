@@ -1,5 +1,5 @@
 using MetaStone.Reasoning;
-using MetaStone.Training.Task;
+using MetaStone.Training.Tasks;
 
 namespace MetaStone.Training.Tests;
 

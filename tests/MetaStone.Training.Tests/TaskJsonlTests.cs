@@ -1,4 +1,4 @@
-using MetaStone.Training.Task;
+using MetaStone.Training.Tasks;
 
 namespace MetaStone.Training.Tests;
 

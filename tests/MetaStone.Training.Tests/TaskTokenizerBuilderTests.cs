@@ -1,6 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using MetaStone.Training.Task;
+using MetaStone.Training.Tasks;
 using Microsoft.ML.Tokenizers;
 
 namespace MetaStone.Training.Tests;

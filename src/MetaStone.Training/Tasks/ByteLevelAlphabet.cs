@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// GPT-2's reversible byte→unicode mapping (<c>bytes_to_unicode</c>): printable Latin-1 bytes map to themselves,

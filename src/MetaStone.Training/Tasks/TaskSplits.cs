@@ -1,4 +1,4 @@
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>Names of the data splits and the rule that assigns an expression to exactly one of them.</summary>
 public static class TaskSplits

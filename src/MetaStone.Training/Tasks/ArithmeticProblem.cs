@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>One left-to-right operation of a chain: the operator ('+', '-' or '*') and its non-negative operand.</summary>
 public readonly record struct ArithmeticOperation(char Op, long Operand)

@@ -1,4 +1,4 @@
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// The ChatML conversation format of the task model, shared by the tokenizer builder (special tokens, Jinja

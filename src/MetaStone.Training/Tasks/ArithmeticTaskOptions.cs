@@ -1,4 +1,4 @@
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// Difficulty knobs of <see cref="ArithmeticChainTask"/>. The defaults keep the task learnable by a ~1–3M-parameter

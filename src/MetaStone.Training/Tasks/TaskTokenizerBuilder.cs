@@ -3,7 +3,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// Trains a small byte-level BPE for the arithmetic task and writes it as Hugging Face <c>tokenizer.json</c> and

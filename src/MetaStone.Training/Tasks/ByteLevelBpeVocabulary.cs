@@ -1,4 +1,4 @@
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// A trained byte-level BPE: the model vocabulary in id order (byte-level strings), the merges in rank order

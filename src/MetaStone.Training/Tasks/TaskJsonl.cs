@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>One evaluation record: the user prompt and the expected answer, as the reference scripts store them.</summary>
 /// <param name="Id">Optional identifier (null when the line had none).</param>

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// Seeded generator of left-to-right arithmetic chains (<c>47 + 385 - 29 * 3</c>) and their step-by-step

@@ -1,4 +1,4 @@
-namespace MetaStone.Training.Task;
+namespace MetaStone.Training.Tasks;
 
 /// <summary>
 /// A tiny seeded PRNG (SplitMix64). Used instead of <see cref="Random"/> so that data sets are a pure function of
