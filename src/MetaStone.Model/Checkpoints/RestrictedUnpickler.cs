@@ -15,17 +15,24 @@ internal sealed record PickleTuple(IReadOnlyList<object?> Items);
 /// <summary>A dict or OrderedDict; keeps insertion order, which a state dict's key order relies on.</summary>
 internal sealed class PickleDict
 {
+    private readonly Dictionary<object, int> _positions = [];
+
     public List<KeyValuePair<object, object?>> Items { get; } = [];
 
     public void Set(object? key, object? value, string file)
     {
         if (key is null)
             throw new CheckpointFormatException($"torch checkpoint '{file}': pickle dict key is None");
-        int existing = Items.FindIndex(kv => Equals(kv.Key, key));
-        if (existing >= 0)
+        // Python semantics: re-setting a key keeps its original position.
+        if (_positions.TryGetValue(key, out int existing))
+        {
             Items[existing] = new(key, value);
+        }
         else
+        {
+            _positions.Add(key, Items.Count);
             Items.Add(new(key, value));
+        }
     }
 }
 

@@ -294,6 +294,16 @@ public sealed class SafeTensorsTests
     }
 
     [Fact]
+    public void UnsignedWideDtypesParseButDoNotLoad()
+    {
+        using var dir = new TempDirectory();
+        string path = WriteRaw(dir, """{"u":{"dtype":"U16","shape":[2],"data_offsets":[0,4]}}""", 4);
+        Assert.Equal(SafeTensorsDType.U16, SafeTensors.ReadHeader(path).EntriesByName["u"].DType);
+        var error = Assert.Throws<CheckpointFormatException>(() => SafeTensors.Load(path));
+        Assert.Contains("tensor 'u': dtype U16 has no TorchSharp equivalent", error.Message);
+    }
+
+    [Fact]
     public void AcceptsSpacePaddedHeaderAndZeroSizedTensorAtAnotherStart()
     {
         using var dir = new TempDirectory();
