@@ -101,7 +101,8 @@ public static class SafeTensors
                 foreach (var name in names)
                 {
                     var tensor = tensors[name];
-                    using var cpu = tensor.detach().cpu();
+                    using var detached = tensor.detach();
+                    using var cpu = detached.cpu();
                     using var contiguous = cpu.contiguous();
                     TensorBytes.WriteFrom(contiguous, stream);
                 }
