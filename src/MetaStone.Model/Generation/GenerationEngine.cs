@@ -179,8 +179,6 @@ public sealed class GenerationEngine : IDisposable
                 {
                     FailEverything(e);
                 }
-                Volatile.Write(ref _activeCount, _active.Count);
-                Volatile.Write(ref _queuedCount, _pending.Count);
             }
         }
         finally
@@ -194,6 +192,7 @@ public sealed class GenerationEngine : IDisposable
         _pending.RemoveAll(p =>
         {
             if (!p.Request.Cancelled) return false;
+            Interlocked.Decrement(ref _queuedCount);
             p.Request.Finish(p.Index, null);
             return true;
         });
@@ -217,6 +216,7 @@ public sealed class GenerationEngine : IDisposable
         int take = Math.Min(_pending.Count, _freeSlots.Count);
         for (int i = 0; i < take; i++) admitted.Add((_pending[i], _freeSlots.Pop()));
         _pending.RemoveRange(0, take);
+        Interlocked.Add(ref _queuedCount, -take);
 
         var newLogits = new List<Tensor>();
         var newFeatures = new List<Tensor>();
@@ -277,6 +277,7 @@ public sealed class GenerationEngine : IDisposable
             sequence.ThinkingForced = true;
         }
         _active.Add(sequence);
+        Interlocked.Increment(ref _activeCount);
         candidate.Request.Emit(new CandidateUpdate(CandidateUpdateKind.Started, request.FirstCandidateIndex + candidate.Index));
     }
 
@@ -383,6 +384,7 @@ public sealed class GenerationEngine : IDisposable
     private void Release(Sequence s, FinishReason? reason)
     {
         _freeSlots.Push(s.Slot);
+        Interlocked.Decrement(ref _activeCount); // before completion, so a caller who sees the result sees the slot free
         var prefix = s.Prefix;
         // Any other live sequence of the same prompt still holds its rows and serves late joiners.
         prefix.Slots.Remove(s.Slot);
@@ -436,6 +438,8 @@ public sealed class GenerationEngine : IDisposable
         foreach (var prefix in _prefixes.Values.Concat(_active.Select(a => a.Prefix)).Distinct()) prefix.Dispose();
         _active.Clear();
         _pending.Clear();
+        Volatile.Write(ref _activeCount, 0);
+        Volatile.Write(ref _queuedCount, 0);
         _prefixes.Clear();
         _freeSlots.Clear();
         for (int slot = _options.MaxBatch - 1; slot >= 0; slot--) _freeSlots.Push(slot);
