@@ -168,8 +168,8 @@ public sealed class QwenTokenizer
     /// <summary>Qwen2's tokenizer normalizes input to NFC; tokenizer.json declares it as <c>{"type": "NFC"}</c>.</summary>
     private sealed class NfcNormalizer : Normalizer
     {
-        public override string Normalize(string original) => original.Normalize(NormalizationForm.FormC);
+        public override string Normalize(string original) => UnicodeNfc.Normalize(original);
 
-        public override string Normalize(ReadOnlySpan<char> original) => original.ToString().Normalize(NormalizationForm.FormC);
+        public override string Normalize(ReadOnlySpan<char> original) => UnicodeNfc.Normalize(original.ToString());
     }
 }
