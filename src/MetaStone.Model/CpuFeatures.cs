@@ -1,0 +1,25 @@
+namespace MetaStone.Model;
+
+/// <summary>CPU instruction-set flags that decide whether bf16 inference pays off on this machine.</summary>
+public static class CpuFeatures
+{
+    private static readonly Lazy<HashSet<string>> Flags = new(ReadFlags);
+
+    public static IReadOnlySet<string> All => Flags.Value;
+
+    /// <summary>bf16 matrix products are fast only with AVX512-BF16 or AMX; elsewhere they are slower than fp32.</summary>
+    public static bool HasFastBf16 => Flags.Value.Contains("avx512_bf16") || Flags.Value.Contains("amx_bf16");
+
+    private static HashSet<string> ReadFlags()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/cpuinfo"))
+                if (line.StartsWith("flags", StringComparison.Ordinal))
+                    return [.. line[(line.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries)];
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return [];
+    }
+}

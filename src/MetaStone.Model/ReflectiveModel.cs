@@ -1,0 +1,163 @@
+using MetaStone.Model.Checkpoints;
+using MetaStone.Model.Generation;
+using MetaStone.Model.Tokenization;
+using MetaStone.Reasoning;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MetaStone.Model;
+
+/// <summary>How to load a model directory.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>cpu, cuda, cuda:N.</summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>fp32 / bf16 / fp16; null = the config's dtype, except bf16/fp16 on a CPU without fast bf16 → fp32.</summary>
+    public string? Dtype { get; init; }
+    /// <summary>deepseek-r1 / chatml / plain; null = detected from tokenizer_config.json.</summary>
+    public string? ChatTemplate { get; init; }
+    public int MaxBatch { get; init; } = 32;
+    public int MaxSequenceLength { get; init; } = 2048;
+    public bool SharePrefix { get; init; } = true;
+}
+
+/// <summary>One candidate of a Best-of-N answer, decoded.</summary>
+public sealed record CandidateAnswer(Trajectory Trajectory, string Text, string? Answer, double Score);
+
+/// <summary>k candidates and the selected one.</summary>
+public sealed record BestOfNAnswer(IReadOnlyList<CandidateAnswer> Candidates, int WinnerIndex, SelectionMethod Method)
+{
+    public CandidateAnswer Winner => Candidates[WinnerIndex];
+}
+
+/// <summary>
+/// A MetaStone-S1-style reflective model loaded from a Hugging Face layout directory: the Qwen2 policy,
+/// its SPRM head, tokenizer, chat template and step rules, served by one <see cref="GenerationEngine"/>.
+/// </summary>
+public sealed class ReflectiveModel : IDisposable
+{
+    public const string HeadSafetensorsName = "score_module.safetensors";
+    public const string HeadPickleName = "score_module.pt";
+
+    public string Directory { get; }
+    public Qwen2ForCausalLM Model { get; }
+    public SprmHead? Head { get; }
+    public QwenTokenizer Tokenizer { get; }
+    public ChatTemplate Template { get; }
+    public StepTokenSet StepRules { get; }
+    public GenerationEngine Engine { get; }
+    public IReadOnlyList<int> EosTokenIds { get; }
+
+    private ReflectiveModel(string directory, Qwen2ForCausalLM model, SprmHead? head, QwenTokenizer tokenizer,
+        ChatTemplate template, StepTokenSet rules, IReadOnlyList<int> eos, EngineOptions engineOptions)
+    {
+        Directory = directory;
+        Model = model;
+        Head = head;
+        Tokenizer = tokenizer;
+        Template = template;
+        StepRules = rules;
+        EosTokenIds = eos;
+        Engine = new GenerationEngine(model, head, engineOptions);
+    }
+
+    public static ReflectiveModel Load(string directory, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        if (!System.IO.Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"model directory not found: {directory}");
+        var config = Qwen2Config.Load(Path.Combine(directory, "config.json"));
+        var device = TorchSettings.ParseDevice(options.Device);
+        var dtype = ChooseDtype(config, device, options.Dtype);
+
+        var tokenizer = QwenTokenizer.FromDirectory(directory);
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new InvalidDataException($"{directory}: tokenizer has {tokenizer.VocabSize} ids but config.json vocab_size is {config.VocabSize}");
+        var template = ChatTemplate.Detect(tokenizer, directory, options.ChatTemplate);
+
+        var locations = CheckpointDirectory.ReadTensorLocations(directory);
+        var model = new Qwen2ForCausalLM(config, dtype, device, ropePositions: Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)));
+        model.eval();
+        var tensors = CheckpointDirectory.Load(directory);
+        try { model.LoadWeights(tensors, name => locations.TryGetValue(name, out var l) ? l.FilePath : directory); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+
+        var head = LoadHead(directory, config.HiddenSize, device);
+        var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
+        var eos = new SortedSet<int>(config.EosTokenIds);
+        if (tokenizer.EosTokenId is int e) eos.Add(e);
+        var engineOptions = new EngineOptions
+        {
+            MaxBatch = options.MaxBatch,
+            MaxSequenceLength = options.MaxSequenceLength,
+            StepRules = rules,
+            EosTokenIds = [.. eos],
+            SharePrefix = options.SharePrefix,
+            Name = $"metastone-engine-{options.Device}",
+        };
+        return new ReflectiveModel(directory, model, head, tokenizer, template, rules, [.. eos], engineOptions);
+    }
+
+    private static ScalarType ChooseDtype(Qwen2Config config, Device device, string? requested)
+    {
+        if (requested is not null) return TorchSettings.ParseDtype(requested);
+        var fromConfig = TorchSettings.ParseDtype(config.TorchDtype);
+        if (device.type == DeviceType.CPU && fromConfig != ScalarType.Float32 && !CpuFeatures.HasFastBf16)
+            return ScalarType.Float32;
+        return fromConfig;
+    }
+
+    /// <summary>Loads the SPRM head (safetensors preferred, else the released pickle through the restricted reader); null when the directory has none.</summary>
+    public static SprmHead? LoadHead(string directory, int hiddenSize, Device device)
+    {
+        string st = Path.Combine(directory, HeadSafetensorsName), pt = Path.Combine(directory, HeadPickleName);
+        string? path = File.Exists(st) ? st : File.Exists(pt) ? pt : null;
+        if (path is null) return null;
+        var tensors = path == st ? SafeTensors.Load(st) : (IReadOnlyDictionary<string, Tensor>)TorchZipCheckpoint.Load(pt);
+        var head = new SprmHead(hiddenSize, device);
+        try { head.Load(tensors, path); }
+        catch { head.Dispose(); throw; }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        return head;
+    }
+
+    /// <summary>Chat template applied to the question, tokenized.</summary>
+    public int[] EncodePrompt(string question, string? system = null)
+    {
+        if (string.IsNullOrWhiteSpace(question)) throw new ArgumentException("the question is empty", nameof(question));
+        return Tokenizer.Encode(Template.Render(question, system));
+    }
+
+    /// <summary>Generates k candidates with seeds baseSeed, baseSeed+1, … and selects the winner.</summary>
+    public async Task<BestOfNAnswer> SolveAsync(string question, int k, SamplingOptions? sampling = null, long baseSeed = 0,
+        SelectionMethod method = SelectionMethod.SprmBestOfN, ScoreAggregation aggregation = ScoreAggregation.GeometricMean,
+        CancellationToken cancellationToken = default)
+    {
+        if (k < EffortMode.MinK || k > EffortMode.MaxK) throw new ArgumentOutOfRangeException(nameof(k), k, $"k must be between {EffortMode.MinK} and {EffortMode.MaxK}");
+        var request = new GenerationRequest
+        {
+            PromptIds = EncodePrompt(question),
+            Seeds = Enumerable.Range(0, k).Select(i => baseSeed + i).ToArray(),
+            Sampling = sampling ?? new SamplingOptions(),
+        };
+        var trajectories = await Engine.GenerateAsync(request, cancellationToken).ConfigureAwait(false);
+        var candidates = trajectories.Select(t => Describe(t, aggregation)).ToList();
+        int winner = CandidateSelection.SelectWinner(candidates.Select(c => new ScoredCandidate(c.Trajectory.CandidateIndex, c.Score, c.Answer)).ToList(), method);
+        return new BestOfNAnswer(candidates, winner, method);
+    }
+
+    /// <summary>Decodes a trajectory (special tokens dropped) and extracts its boxed answer.</summary>
+    public CandidateAnswer Describe(Trajectory t, ScoreAggregation aggregation = ScoreAggregation.GeometricMean)
+    {
+        string fullText = Tokenizer.Decode(t.ResponseIds.Where(id => !EosTokenIds.Contains(id)), skipSpecialTokens: false);
+        string? answer = AnswerGrader.ExtractBoxed(AnswerGrader.AnswerPart(fullText));
+        return new CandidateAnswer(t, fullText, answer, t.Score(aggregation));
+    }
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        Head?.Dispose();
+        Model.Dispose();
+    }
+}

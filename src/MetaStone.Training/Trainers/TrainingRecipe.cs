@@ -1,0 +1,55 @@
+using System.Text.Json;
+
+namespace MetaStone.Training.Trainers;
+
+/// <summary>
+/// Everything that decides the shipped tiny model: shape, data, policy and SPRM training. The model card
+/// records the recipe it was made with; the same recipe and seed reproduce it.
+/// </summary>
+public sealed record TrainingRecipe
+{
+    public long Seed { get; init; } = 20261124;
+
+    // Model shape (Qwen2 architecture).
+    public int HiddenSize { get; init; } = 128;
+    public int Layers { get; init; } = 4;
+    public int Heads { get; init; } = 4;
+    public int KvHeads { get; init; } = 2;
+    public int IntermediateSize { get; init; } = 384;
+    public int MaxPositions { get; init; } = 256;
+    public double RopeTheta { get; init; } = 10000;
+
+    // Policy: next-token training on reference solutions (loss on the response only).
+    public int PolicySteps { get; init; } = 2400;
+    public int BatchSize { get; init; } = 64;
+    public double LearningRate { get; init; } = 2e-3;
+    public double MinLearningRate { get; init; } = 1e-4;
+    public int WarmupSteps { get; init; } = 100;
+    public double WeightDecay { get; init; } = 0.01;
+    public double ClipNorm { get; init; } = 1.0;
+    public int CheckpointEvery { get; init; } = 400;
+
+    // SPRM head: self-supervised process reward loss on the policy's own samples.
+    public int SprProblems { get; init; } = 1200;
+    public int SprSamplesPerProblem { get; init; } = 8;
+    public int SprEpochs { get; init; } = 30;
+    public int SprBatchSize { get; init; } = 256;
+    public double SprLearningRate { get; init; } = 1e-3;
+    public double SprWeightDecay { get; init; } = 0.01;
+    public int SprMaxNewTokens { get; init; } = 160;
+
+    public static TrainingRecipe Full => new();
+
+    /// <summary>A recipe that runs end to end in about two minutes: same code, smaller everything.</summary>
+    public static TrainingRecipe Smoke => new()
+    {
+        HiddenSize = 64, Layers = 2, Heads = 4, KvHeads = 2, IntermediateSize = 160,
+        PolicySteps = 120, BatchSize = 32, WarmupSteps = 10, CheckpointEvery = 60,
+        SprProblems = 48, SprSamplesPerProblem = 4, SprEpochs = 10, SprMaxNewTokens = 120,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true });
+
+    public static TrainingRecipe FromJson(string json) =>
+        JsonSerializer.Deserialize<TrainingRecipe>(json) ?? throw new InvalidDataException("empty recipe JSON");
+}
