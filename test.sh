@@ -15,7 +15,7 @@ say() { printf '[test] %s\n' "$*"; }
 shopt -s nullglob
 for fetch in tests/tools/*.sh; do
   say "assets: $fetch"
-  bash "$fetch"
+  bash "$fetch" || { say "FAILED: $fetch (test assets missing)"; exit 1; }
 done
 shopt -u nullglob
 
@@ -33,7 +33,7 @@ dotnet test MetaStone.Cluster.sln -c Release \
   "$@" || test_exit=$?
 
 # Sum the <Counters .../> of every TRX. Failures include errors, timeouts and aborts;
-# skipped = tests that did not execute (xunit Skip).
+# skipped = tests that did not execute (xunit Skip shows up as total - executed, not in notExecuted).
 counter() { # counter NAME LINE -> value of NAME="..." in LINE, 0 if absent
   local value
   value="$(printf '%s' "$2" | grep -oE " $1=\"[0-9]+\"" | grep -oE '[0-9]+' || true)"
@@ -46,7 +46,7 @@ for trx in "$results"/*.trx; do
   line="$(grep -oE '<Counters [^>]*>' "$trx" | head -1 || true)"
   passed=$((passed + $(counter passed "$line")))
   failed=$((failed + $(counter failed "$line") + $(counter error "$line") + $(counter timeout "$line") + $(counter aborted "$line")))
-  skipped=$((skipped + $(counter notExecuted "$line")))
+  skipped=$((skipped + $(counter total "$line") - $(counter executed "$line")))
 done
 
 say "$trx_count test assemblies reported (TRX files in $results)"
