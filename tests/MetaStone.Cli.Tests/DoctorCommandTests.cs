@@ -3,6 +3,9 @@ using System.Text.Json;
 
 namespace MetaStone.Cli.Tests;
 
+// Serialized with the other class that picks "free" loopback ports, so one cannot grab the port the other
+// just released and expects to be closed (or open).
+[Collection(LoopbackPortCollection.Name)]
 public sealed class DoctorCommandTests
 {
     [Fact]

@@ -5,6 +5,9 @@ using MetaStone.Cli.Doctor;
 
 namespace MetaStone.Cli.Tests;
 
+// Serialized with the other class that picks "free" loopback ports, so one cannot grab the port the other
+// just released and expects to be closed (or open).
+[Collection(LoopbackPortCollection.Name)]
 public sealed class RedisCheckTests
 {
     private const string RedisServerPath = "/usr/bin/redis-server";
