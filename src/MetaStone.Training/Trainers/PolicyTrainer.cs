@@ -60,7 +60,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
         var model = new Qwen2ForCausalLM(config, ScalarType.Float32, CPU);
         model.InitializeWeights(recipe.Seed);
         var parameters = model.parameters().ToList();
-        var optimizer = torch.optim.AdamW(parameters, lr: recipe.LearningRate, beta1: 0.9, beta2: 0.95, weight_decay: recipe.WeightDecay);
+        var optimizer = (TorchSharp.Modules.OptimizerHelper)torch.optim.AdamW(parameters, lr: recipe.LearningRate, beta1: 0.9, beta2: 0.95, weight_decay: recipe.WeightDecay);
 
         int startStep = 0;
         string checkpointDir = Path.Combine(workDirectory, CheckpointFolder);
@@ -125,7 +125,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
         return (tensor(inputs).view(problems.Count, length), tensor(targets).view(problems.Count, length), count);
     }
 
-    private static void SaveCheckpoint(string dir, Qwen2ForCausalLM model, optim.Optimizer optimizer, int step)
+    private static void SaveCheckpoint(string dir, Qwen2ForCausalLM model, TorchSharp.Modules.OptimizerHelper optimizer, int step)
     {
         System.IO.Directory.CreateDirectory(dir);
         SafeTensors.Save(Path.Combine(dir, "model.safetensors"), model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach()));
@@ -134,7 +134,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
         File.WriteAllText(Path.Combine(dir, "state.json"), $"{{\"step\": {step}}}");
     }
 
-    private static int LoadCheckpoint(string dir, Qwen2ForCausalLM model, optim.Optimizer optimizer)
+    private static int LoadCheckpoint(string dir, Qwen2ForCausalLM model, TorchSharp.Modules.OptimizerHelper optimizer)
     {
         var state = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "state.json")))!;
         var tensors = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
