@@ -14,6 +14,8 @@ public static class JsonOutput
     public static JsonSerializerOptions SerializerOptions { get; } = new()
     {
         WriteIndented = true,
+        // NaN is a legitimate answer (e.g. AUROC with one class); write it rather than crash.
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
         // Output goes to terminals and jq, never into HTML: keep '+', '`' and non-ASCII readable.
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,

@@ -142,3 +142,50 @@ public sealed class SelectionTests
         Assert.Equal(5, EffortMode.ResolveK("high", 5));
     }
 }
+
+public sealed class ScalingStatisticsTests
+{
+    private static GradedCandidate C(double score, string answer, bool correct) => new(score, answer, correct);
+
+    [Fact]
+    public void DisjointGroupsPickTheBestScorePerGroup()
+    {
+        // One problem, 4 candidates, k = 2 → groups {0,1} and {2,3}.
+        var p = new[] { C(0.9, "1", false), C(0.1, "2", true), C(0.2, "2", true), C(0.8, "2", true) };
+        var at2 = ScalingStatistics.AtK([p], 2);
+        Assert.Equal(0.5, at2.SprmBestOfN);   // group 1 picks the wrong one, group 2 the right one
+        Assert.Equal(0.75, at2.RandomPick, 12);
+        Assert.Equal(1.0, at2.OraclePassAtK);
+        Assert.Equal(2, at2.Groups);
+        var at4 = ScalingStatistics.AtK([p], 4);
+        Assert.Equal(0.0, at4.SprmBestOfN);
+        Assert.Equal(1.0, at4.MajorityVote);  // "2" has three votes
+    }
+
+    [Fact]
+    public void MajorityTieGoesToTheEarliestAnswer()
+    {
+        var p = new[] { C(0.1, "5", true), C(0.9, "6", false), C(0.5, "6", false), C(0.2, "5", true) };
+        Assert.Equal(1.0, ScalingStatistics.AtK([p], 4).MajorityVote);
+    }
+
+    [Fact]
+    public void KLargerThanAvailableUsesEverythingOnce()
+    {
+        var p = new[] { C(0.3, "1", true), C(0.2, "2", false) };
+        var r = ScalingStatistics.AtK([p], 8);
+        Assert.Equal(1, r.Groups);
+        Assert.Equal(1.0, r.SprmBestOfN);
+    }
+
+    [Fact]
+    public void AurocOfPerfectRandomAndInvertedScores()
+    {
+        bool[] labels = [true, true, false, false];
+        Assert.Equal(1.0, ScalingStatistics.Auroc([0.9, 0.8, 0.2, 0.1], labels));
+        Assert.Equal(0.0, ScalingStatistics.Auroc([0.1, 0.2, 0.8, 0.9], labels));
+        Assert.Equal(0.5, ScalingStatistics.Auroc([0.5, 0.5, 0.5, 0.5], labels));
+        Assert.Equal(0.75, ScalingStatistics.Auroc([0.9, 0.3, 0.5, 0.1], labels));
+        Assert.True(double.IsNaN(ScalingStatistics.Auroc([0.1, 0.2], [true, true])));
+    }
+}

@@ -20,17 +20,17 @@ public sealed record TrainingRecipe
     public double RopeTheta { get; init; } = 10000;
 
     // Policy: next-token training on reference solutions (loss on the response only).
-    public int PolicySteps { get; init; } = 2400;
+    public int PolicySteps { get; init; } = 1500;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 2e-3;
     public double MinLearningRate { get; init; } = 1e-4;
     public int WarmupSteps { get; init; } = 100;
     public double WeightDecay { get; init; } = 0.01;
     public double ClipNorm { get; init; } = 1.0;
-    public int CheckpointEvery { get; init; } = 400;
+    public int CheckpointEvery { get; init; } = 250;
 
     // SPRM head: self-supervised process reward loss on the policy's own samples.
-    public int SprProblems { get; init; } = 1200;
+    public int SprProblems { get; init; } = 800;
     public int SprSamplesPerProblem { get; init; } = 8;
     public int SprEpochs { get; init; } = 30;
     public int SprBatchSize { get; init; } = 256;

@@ -1,0 +1,69 @@
+using System.CommandLine;
+using System.Diagnostics;
+using MetaStone.Cli.Training;
+using MetaStone.Model;
+using MetaStone.Training;
+using MetaStone.Training.Trainers;
+
+namespace MetaStone.Cli.Commands;
+
+/// <summary>
+/// <c>metastone train [--smoke] [--out DIR] [--work DIR] [--seed N] [--eval-problems N]</c>: builds the tiny
+/// reflective model (tokenizer, policy, SPRM head), evaluates it and writes its model card.
+/// </summary>
+public sealed class TrainCommand : ICliVerb
+{
+    public static Command Create()
+    {
+        var smoke = new Option<bool>("--smoke") { Description = "The ~2-minute preset: same code, smaller model and data." };
+        var output = new Option<string?>("--out") { Description = "Model directory to write (default: models/metastone-tiny, or artifacts/metastone-tiny-smoke with --smoke)." };
+        var work = new Option<string?>("--work") { Description = "Checkpoints and logs (default: artifacts/train/<name>). Re-running resumes from its checkpoint." };
+        var seed = new Option<long?>("--seed") { Description = "Recipe seed (default: the recipe's)." };
+        var policySteps = new Option<int?>("--policy-steps") { Description = "Override the number of policy training steps." };
+        var evalProblems = new Option<int>("--eval-problems") { Description = "Held-out test problems for the model card (0 = skip evaluation).", DefaultValueFactory = _ => 500 };
+        var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
+        var json = JsonOutput.CreateOption();
+        var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
+        {
+            smoke, output, work, seed, policySteps, evalProblems, recipeFile, json,
+        };
+        command.SetAction(async (parseResult, cancellationToken) =>
+        {
+            var recipe = parseResult.GetValue(recipeFile) is string rf ? TrainingRecipe.FromJson(File.ReadAllText(rf))
+                : parseResult.GetValue(smoke) ? TrainingRecipe.Smoke : TrainingRecipe.Full;
+            if (parseResult.GetValue(seed) is long s) recipe = recipe with { Seed = s };
+            if (parseResult.GetValue(policySteps) is int ps) recipe = recipe with { PolicySteps = ps };
+            string root = RepoPaths.FindRepoRoot() ?? Directory.GetCurrentDirectory();
+            string outDir = parseResult.GetValue(output) ?? Path.Combine(root, parseResult.GetValue(smoke) ? "artifacts/metastone-tiny-smoke" : RepoPaths.TinyModelRelative);
+            string workDir = parseResult.GetValue(work) ?? Path.Combine(root, "artifacts", "train", Path.GetFileName(Path.GetFullPath(outDir)));
+            var stderr = Console.Error;
+            stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}");
+            stderr.WriteLine($"[train] output {outDir}, work {workDir}");
+            var bar = new ProgressLine();
+            var clock = Stopwatch.StartNew();
+            var summary = await new TinyModelBuilder(recipe).BuildAsync(outDir, workDir, bar.Report, cancellationToken).ConfigureAwait(false);
+            bar.End();
+            stderr.WriteLine($"[train] built in {summary.Total:mm\\:ss} (policy {summary.PolicyTime:mm\\:ss}, sampling {summary.SamplingTime:mm\\:ss}, head {summary.HeadTime:mm\\:ss}); SPRM data: {summary.SprTrajectories} trajectories, {summary.SprSteps} steps, sample accuracy {summary.SprSampleAccuracy:P1}");
+
+            EvalReport? report = null;
+            int problems = parseResult.GetValue(evalProblems);
+            if (problems > 0)
+            {
+                stderr.WriteLine($"[train] evaluating on {problems} held-out test problems × 32 samples");
+                using var model = ReflectiveModel.Load(outDir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = recipe.MaxPositions });
+                report = await TtsEvaluator.EvaluateAsync(model, TtsEvaluator.TestProblems(problems), [1, 2, 4, 8, 16, 32], seed: 1,
+                    progress: (d, a) => bar.Report(new TrainingProgress("eval", d, a, double.NaN, 0, 0, clock.Elapsed)),
+                    cancellationToken: cancellationToken).ConfigureAwait(false);
+                bar.End();
+                File.WriteAllText(Path.Combine(outDir, "eval.json"), System.Text.Json.JsonSerializer.Serialize(report, JsonOutput.SerializerOptions));
+            }
+            string commandLine = "metastone train" + (parseResult.GetValue(smoke) ? " --smoke" : "") + (parseResult.GetValue(seed) is long sd ? $" --seed {sd}" : "")
+                + (parseResult.GetValue(policySteps) is int p2 ? $" --policy-steps {p2}" : "");
+            ModelCard.Write(outDir, recipe, summary, report, commandLine);
+            if (parseResult.GetValue(json)) JsonOutput.Write(parseResult.InvocationConfiguration.Output, new { summary, report });
+            else if (report is not null) parseResult.InvocationConfiguration.Output.WriteLine(report.ToTable());
+            return 0;
+        });
+        return command;
+    }
+}

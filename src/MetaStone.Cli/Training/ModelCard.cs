@@ -1,0 +1,59 @@
+using MetaStone.Training;
+using MetaStone.Training.Trainers;
+
+namespace MetaStone.Cli.Training;
+
+/// <summary>Writes the model card (README.md) of a trained model directory.</summary>
+public static class ModelCard
+{
+    public static void Write(string directory, TrainingRecipe recipe, BuildSummary summary, EvalReport? report, string commandLine)
+    {
+        List<string> md =
+        [
+            "# metastone-tiny",
+            "",
+            "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
+            "policy that solves left-to-right arithmetic chains step by step inside `<think>…</think>`, and an SPRM head",
+            "(`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)` on `hidden_states[-2]`) that scores every step (`.\\n\\n`).",
+            "It is the embedded default of the `metastone` CLI and the model of the test suite.",
+            "",
+            "## Files",
+            "`config.json`, `model.safetensors` (policy), `score_module.safetensors` (SPRM head, keys `0.weight 0.bias 3.weight 3.bias`),",
+            "`tokenizer.json` (byte-level BPE built for the task; `.\\n\\n` is one token), `tokenizer_config.json` (ChatML, `<think>\\n` opens the answer).",
+            "",
+            "## Recipe",
+            $"Exact command: `{commandLine}` (the built-in recipe below, seed {recipe.Seed}). Re-running resumes from the work directory's checkpoint.",
+            "",
+            $"- Policy: {recipe.Layers} layers, hidden {recipe.HiddenSize}, {recipe.Heads} heads / {recipe.KvHeads} KV heads, FFN {recipe.IntermediateSize}, tied embeddings, {summary.PolicyParameters:N0} parameters (fp32).",
+            $"- Policy training: next-token loss on reference solutions (response tokens only), {recipe.PolicySteps} steps × batch {recipe.BatchSize}, AdamW (β 0.9/0.95, weight decay {recipe.WeightDecay}), lr {recipe.LearningRate} with {recipe.WarmupSteps} warm-up steps then cosine to {recipe.MinLearningRate}, gradient clipping {recipe.ClipNorm}.",
+            $"- SPRM head ({summary.HeadParameters:N0} parameters): the policy samples {recipe.SprSamplesPerProblem} trajectories for each of {recipe.SprProblems} fresh training problems (temperature 0.6, top-p 0.95, repetition penalty 1.05);",
+            "  every step takes its trajectory's final correctness as label; self-supervised process reward loss (BCE on step logits, only steps whose current",
+            "  prediction agrees with the label, class-balanced weights 1.5·n₋/n and n₊/n); truncated samples excluded.",
+            $"  {recipe.SprEpochs} epochs, batch {recipe.SprBatchSize}, AdamW lr {recipe.SprLearningRate}.",
+            "- **Backbone frozen during SPRM training.** The released recipe scales the head's gradient into the backbone by 1e-4, which is",
+            "  nearly frozen already; freezing lets the step features be computed once and the head trained for many epochs in seconds,",
+            "  and it leaves pass@1 exactly what policy training made it.",
+            "",
+            "## Training run",
+            $"Total {summary.Total:mm\\:ss} on this 2-core CPU machine: policy {summary.PolicyTime:mm\\:ss}, self-sampling + features {summary.SamplingTime:mm\\:ss}, head {summary.HeadTime:mm\\:ss}.",
+            $"SPRM data: {summary.SprTrajectories} trajectories, {summary.SprSteps} scored steps, sample accuracy {summary.SprSampleAccuracy:P1}.",
+            "",
+            "Mean trajectory score of correct vs wrong samples during head training:",
+            "```",
+            .. summary.HeadLog,
+            "```",
+        ];
+        if (report is not null)
+        {
+            md.AddRange([
+                "",
+                "## Evaluation (`metastone eval`)",
+                $"Held-out test split, default sampling (temperature 0.6, top-p 0.95, repetition penalty 1.05), 32 samples per problem scored in flight;",
+                "k < 32 estimated from disjoint groups of the same samples. Random pick = expected accuracy of a uniformly chosen candidate.",
+                "",
+                report.ToTable(),
+            ]);
+        }
+        File.WriteAllText(Path.Combine(directory, "README.md"), string.Join('\n', md) + "\n");
+    }
+}
