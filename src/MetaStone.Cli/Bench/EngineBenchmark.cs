@@ -328,7 +328,8 @@ public sealed class EngineBenchmark(BenchModelShape shape, EngineBenchSettings s
 }
 
 /// <summary>The <c>--json</c> document of <c>bench engine</c>.</summary>
-public sealed record EngineBenchReport(string Machine, int TorchThreads, bool FastBf16, IReadOnlyList<ShapeReport> Shapes);
+public sealed record EngineBenchReport(string Machine, int TorchThreads, bool FastBf16, string LoadAverageBefore, string LoadAverageAfter,
+    IReadOnlyList<ShapeReport> Shapes);
 
 public sealed record ShapeReport
 {

@@ -27,6 +27,7 @@ public sealed class BenchCommand : ICliVerb
         var n = new Option<int>("--n") { Description = "Candidates decoded together (one request, MaxBatch n).", DefaultValueFactory = _ => 32 };
         var newTokens = new Option<int?>("--new-tokens") { Description = "Tokens per candidate (default: 128 for tiny, 16 for qwen2-0.5b)." };
         var sequential = new Option<int?>("--sequential") { Description = "Candidates of the one-after-another baseline (default: n for tiny, 8 for qwen2-0.5b)." };
+        var threads = new Option<int?>("--threads") { Description = "torch intra-op threads (default: torch's choice, one per core)." };
         var tinyLayers = new Option<int?>("--tiny-layers") { Description = "Layers of the tiny shape (default 4; fewer for quick checks)." };
         var json = JsonOutput.CreateOption();
         var outFile = new Option<FileInfo?>("--out") { Description = "Also write the JSON report to this file.", HelpName = "FILE.json" };
@@ -34,7 +35,7 @@ public sealed class BenchCommand : ICliVerb
         var command = new Command("engine",
             "Generation engine on random-weight models: batched vs sequential decode, shared-prefix prefill, in-flight SPRM scoring overhead, decode FLOP/s vs matmul.")
         {
-            shapes, n, newTokens, sequential, tinyLayers, json, outFile,
+            shapes, n, newTokens, sequential, threads, tinyLayers, json, outFile,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -42,12 +43,14 @@ public sealed class BenchCommand : ICliVerb
             var error = parseResult.InvocationConfiguration.Error;
             int candidates = parseResult.GetValue(n);
             int? tokens = parseResult.GetValue(newTokens), sequentialCount = parseResult.GetValue(sequential), layers = parseResult.GetValue(tinyLayers);
+            int? threadCount = parseResult.GetValue(threads);
             List<BenchModelShape> selected;
             try
             {
                 if (candidates < 2 || candidates > EffortMode.MaxK) throw new ArgumentException($"--n must be between 2 and {EffortMode.MaxK}, got {candidates}");
                 if (tokens is < 2) throw new ArgumentException($"--new-tokens must be at least 2 (one decode step), got {tokens}");
                 if (sequentialCount is < 1) throw new ArgumentException($"--sequential must be at least 1, got {sequentialCount}");
+                if (threadCount is < 1) throw new ArgumentException($"--threads must be at least 1, got {threadCount}");
                 if (layers is < 1) throw new ArgumentException($"--tiny-layers must be at least 1, got {layers}");
                 selected = (parseResult.GetValue(shapes) ?? "")
                     .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
@@ -62,6 +65,10 @@ public sealed class BenchCommand : ICliVerb
                 return UsageErrorExitCode;
             }
 
+            if (threadCount is int count) TorchSharp.torch.set_num_threads(count);
+            // Other jobs on a shared machine slow every number down (and 2-thread ops stall when one thread is
+            // descheduled): the load average before and after tells a reader how much to trust the run.
+            string loadBefore = LoadAverage();
             var reports = new List<ShapeReport>();
             try
             {
@@ -82,7 +89,8 @@ public sealed class BenchCommand : ICliVerb
                 return GenerateCommand.CancelledExitCode;
             }
 
-            var report = new EngineBenchReport(MachineDescription(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16, reports);
+            var report = new EngineBenchReport(MachineDescription(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
+                loadBefore, LoadAverage(), reports);
             if (parseResult.GetValue(outFile) is { } file)
             {
                 using var writer = new StreamWriter(file.FullName);
@@ -93,6 +101,14 @@ public sealed class BenchCommand : ICliVerb
             return 0;
         });
         return command;
+    }
+
+    /// <summary>1, 5 and 15 minute load averages from /proc/loadavg ("unknown" elsewhere).</summary>
+    private static string LoadAverage()
+    {
+        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
+        catch (IOException) { return "unknown"; }
+        catch (UnauthorizedAccessException) { return "unknown"; }
     }
 
     private static string MachineDescription()
@@ -131,7 +147,7 @@ public sealed class BenchCommand : ICliVerb
             ("   engine step B=n / B=1 (forward+sampling)", s => $"{s.Batching.BatchedEngineStepMilliseconds:F1} / {s.Batching.SequentialEngineStepMilliseconds:F1} ms"),
             ("bench wall time", s => $"{s.TotalSeconds:F0} s"),
         };
-        output.WriteLine($"metastone bench engine: {report.Machine}, torch threads {report.TorchThreads}, fast bf16 {(report.FastBf16 ? "yes" : "no")}");
+        output.WriteLine($"metastone bench engine: {report.Machine}, torch threads {report.TorchThreads}, fast bf16 {(report.FastBf16 ? "yes" : "no")}, load average {report.LoadAverageBefore} before, {report.LoadAverageAfter} after");
         foreach (var s in shapes)
             output.WriteLine($"  {s.Shape}: {s.Dtype}, {s.DtypeNote}; {s.Sampling}; {100 * s.StepTokenFraction:F1}% of ids are step tokens, <think> ends the prompt");
         int labelWidth = rows.Max(r => r.Label.Length);
