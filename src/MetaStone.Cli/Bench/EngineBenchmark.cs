@@ -53,6 +53,8 @@ public sealed record EngineBenchSettings
     /// <summary>Every 1/StepTokenPeriod-th id is a step token: 5% of the vocabulary, so steps occur at a realistic rate.</summary>
     public int StepTokenPeriod { get; init; } = 20;
     public long Seed { get; init; } = 1234;
+    /// <summary>Nucleus mass; temperature 0.6 and repetition penalty 1.05 stay at MetaStone's defaults.</summary>
+    public double TopP { get; init; } = 0.95;
 }
 
 /// <summary>
@@ -71,7 +73,7 @@ public sealed class EngineBenchmark(BenchModelShape shape, EngineBenchSettings s
 {
     /// <summary>Timed runs of the scored and unscored batched configurations, interleaved; the fastest of each counts
     /// (the difference being measured is a few percent, below this machine's run-to-run noise).</summary>
-    public const int ScoringRepeats = 2;
+    public const int ScoringRepeats = 3;
     private const int WarmupTokens = 4;
 
     public async Task<ShapeReport> RunAsync(CancellationToken cancellationToken)
@@ -93,7 +95,7 @@ public sealed class EngineBenchmark(BenchModelShape shape, EngineBenchSettings s
         var rules = new StepTokenSet(stepIds, ThinkStartId: thinkId, ThinkEndId: null);
         var random = new Random(unchecked((int)settings.Seed));
         int[] prompt = [.. Enumerable.Range(0, settings.PromptTokens - 1).Select(_ => random.Next(thinkId)), thinkId];
-        var sampling = new SamplingOptions { MaxNewTokens = newTokens }; // MetaStone defaults: T 0.6, top-p 0.95, rep 1.05
+        var sampling = new SamplingOptions { MaxNewTokens = newTokens, TopP = settings.TopP }; // MetaStone defaults: T 0.6, top-p 0.95, rep 1.05
         GenerationRequest Request(int candidates, int tokens, bool score = true) => new()
         {
             PromptIds = prompt,

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using MetaStone.Cli.Bench;
 using MetaStone.Model;
+using MetaStone.Model.Generation;
 using MetaStone.Reasoning;
 
 namespace MetaStone.Cli.Commands;
@@ -27,6 +28,12 @@ public sealed class BenchCommand : ICliVerb
         var n = new Option<int>("--n") { Description = "Candidates decoded together (one request, MaxBatch n).", DefaultValueFactory = _ => 32 };
         var newTokens = new Option<int?>("--new-tokens") { Description = "Tokens per candidate (default: 128 for tiny, 16 for qwen2-0.5b)." };
         var sequential = new Option<int?>("--sequential") { Description = "Candidates of the one-after-another baseline (default: n for tiny, 8 for qwen2-0.5b)." };
+        var topP = new Option<double>("--top-p")
+        {
+            Description = "Nucleus mass of the sampling (MetaStone default 0.95). Random weights give nearly flat distributions, for which "
+                + "top-p < 1 sorts the whole vocabulary every step; 1 measures the engine without that random-weights artefact.",
+            DefaultValueFactory = _ => new SamplingOptions().TopP,
+        };
         var threads = new Option<int?>("--threads") { Description = "torch intra-op threads (default: torch's choice, one per core)." };
         var tinyLayers = new Option<int?>("--tiny-layers") { Description = "Layers of the tiny shape (default 4; fewer for quick checks)." };
         var json = JsonOutput.CreateOption();
@@ -35,7 +42,7 @@ public sealed class BenchCommand : ICliVerb
         var command = new Command("engine",
             "Generation engine on random-weight models: batched vs sequential decode, shared-prefix prefill, in-flight SPRM scoring overhead, decode FLOP/s vs matmul.")
         {
-            shapes, n, newTokens, sequential, threads, tinyLayers, json, outFile,
+            shapes, n, newTokens, sequential, topP, threads, tinyLayers, json, outFile,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -44,12 +51,14 @@ public sealed class BenchCommand : ICliVerb
             int candidates = parseResult.GetValue(n);
             int? tokens = parseResult.GetValue(newTokens), sequentialCount = parseResult.GetValue(sequential), layers = parseResult.GetValue(tinyLayers);
             int? threadCount = parseResult.GetValue(threads);
+            double nucleus = parseResult.GetValue(topP);
             List<BenchModelShape> selected;
             try
             {
                 if (candidates < 2 || candidates > EffortMode.MaxK) throw new ArgumentException($"--n must be between 2 and {EffortMode.MaxK}, got {candidates}");
                 if (tokens is < 2) throw new ArgumentException($"--new-tokens must be at least 2 (one decode step), got {tokens}");
                 if (sequentialCount is < 1) throw new ArgumentException($"--sequential must be at least 1, got {sequentialCount}");
+                if (!(nucleus > 0 && nucleus <= 1)) throw new ArgumentException($"--top-p must be in (0, 1], got {nucleus}");
                 if (threadCount is < 1) throw new ArgumentException($"--threads must be at least 1, got {threadCount}");
                 if (layers is < 1) throw new ArgumentException($"--tiny-layers must be at least 1, got {layers}");
                 selected = (parseResult.GetValue(shapes) ?? "")
@@ -79,6 +88,7 @@ public sealed class BenchCommand : ICliVerb
                         Candidates = candidates,
                         NewTokens = tokens ?? shape.DefaultNewTokens,
                         SequentialCandidates = sequentialCount ?? Math.Min(candidates, shape.DefaultSequentialCandidates ?? candidates),
+                        TopP = nucleus,
                     };
                     reports.Add(await new EngineBenchmark(shape, settings, error).RunAsync(cancellationToken).ConfigureAwait(false));
                 }
