@@ -38,7 +38,9 @@ internal abstract record AttentionPlan
     public sealed record Prefill(KvCache Cache, int Slot, int Start) : AttentionPlan;
 
     /// <summary>One new token for each of B slots at its own position.</summary>
-    public sealed record Decode(KvCache Cache, Tensor Slots, Tensor FlatIndex, Tensor Mask, int KvLength) : AttentionPlan;
+    /// <param name="FirstSlot">When the slots are one ascending run, its first slot: the cache is then read with a
+    /// view (narrow) instead of an index_select copy of every row.</param>
+    public sealed record Decode(KvCache Cache, Tensor Slots, Tensor FlatIndex, Tensor Mask, int KvLength, int? FirstSlot) : AttentionPlan;
 }
 
 public sealed class Qwen2Attention : nn.Module
@@ -118,8 +120,12 @@ public sealed class Qwen2Attention : nn.Module
                 // Write this step's rows: one index_copy_ into the [slots*maxLen, KV, hd] view.
                 kc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, k.squeeze(2));
                 vc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, v.squeeze(1));
-                var kk = kc.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots).permute(0, 2, 1, 3); // [B, KV, L, hd]
-                var vv = vc.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots).permute(0, 2, 1, 3);
+                var kRows = kc.narrow(1, 0, dec.KvLength);
+                var vRows = vc.narrow(1, 0, dec.KvLength);
+                kRows = dec.FirstSlot is int first ? kRows.narrow(0, first, b) : kRows.index_select(0, dec.Slots);
+                vRows = dec.FirstSlot is int first2 ? vRows.narrow(0, first2, b) : vRows.index_select(0, dec.Slots);
+                var kk = kRows.permute(0, 2, 1, 3); // [B, KV, L, hd]
+                var vv = vRows.permute(0, 2, 1, 3);
                 // GQA without copying the cache: fold the query heads of one KV group into the query-length axis.
                 var qg = q.reshape(b, _kvHeads, groups, _headDim);
                 attn = F.scaled_dot_product_attention(qg, kk, vv, dec.Mask).reshape(b, _heads, 1, _headDim);
@@ -275,12 +281,14 @@ public sealed class Qwen2ForCausalLM : nn.Module
     {
         int b = slots.Length;
         long maxPos = 0;
+        bool contiguous = true;
         var flat = new long[b];
         for (int i = 0; i < b; i++)
         {
             if (positions[i] >= cache.MaxLength) throw new ArgumentException($"position {positions[i]} exceeds the cache length {cache.MaxLength}");
             maxPos = Math.Max(maxPos, positions[i]);
             flat[i] = slots[i] * cache.MaxLength + positions[i];
+            if (i > 0 && slots[i] != slots[i - 1] + 1) contiguous = false;
         }
         CheckLength(maxPos + 1);
         int kvLength = (int)maxPos + 1;
@@ -289,7 +297,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         var flatT = tensor(flat, device: Device);
         // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
         var mask = (arange(kvLength, device: Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
-        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength), allPositions: false);
+        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false);
     }
 
     private void CheckLength(long length)

@@ -38,7 +38,7 @@ public sealed class GenerationEngine : IDisposable
     private readonly SprmHead? _head;
     private readonly EngineOptions _options;
     private readonly KvCache _cache;
-    private readonly Tensor _presence; // [slots, V] bool: tokens present in each slot's sequence (repetition penalty)
+    private readonly Tensor _history; // [slots, maxLength] int64: each slot's tokens so far (repetition penalty); tail padded with its first token
     private readonly BlockingCollection<Action> _inbox = new();
     private readonly Thread _thread;
     private readonly CancellationTokenSource _shutdown = new();
@@ -68,7 +68,7 @@ public sealed class GenerationEngine : IDisposable
         _options = options with { MaxSequenceLength = maxLength };
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatch, "MaxBatch must be ≥ 1");
         _cache = new KvCache(model.Config, options.MaxBatch, maxLength, model.Device, model.Dtype);
-        _presence = zeros([options.MaxBatch, model.Config.VocabSize], dtype: ScalarType.Bool, device: model.Device).DetachFromDisposeScope();
+        _history = zeros([options.MaxBatch, maxLength], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
         _freeSlots = new Stack<int>(Enumerable.Range(0, options.MaxBatch).Reverse());
         _eos = [.. options.EosTokenIds];
         _thinkEndId = options.StepRules?.ThinkEndId;
@@ -234,10 +234,11 @@ public sealed class GenerationEngine : IDisposable
                 var ids = tensor(key.Ids.Select(i => (long)i).ToArray(), device: _model.Device).unsqueeze(0);
                 var output = _model.Prefill(ids, _cache, slot, 0);
                 Interlocked.Add(ref _prefillComputed, promptLength);
-                var presence = zeros(_model.Config.VocabSize, dtype: ScalarType.Bool, device: _model.Device);
-                presence.index_fill_(0, ids.squeeze(0), true);
+                // History row: the prompt, then its first token repeated (a token that is in the sequence anyway).
+                var history = full(_options.MaxSequenceLength, (long)key.Ids[0], dtype: ScalarType.Int64, device: _model.Device);
+                history.narrow(0, 0, promptLength).copy_(ids.squeeze(0));
                 prefix = new SharedPrefix(key, output.Logits.squeeze(0).DetachFromDisposeScope(),
-                    output.SprmFeatures.squeeze(0).DetachFromDisposeScope(), presence.DetachFromDisposeScope());
+                    output.SprmFeatures.squeeze(0).DetachFromDisposeScope(), history.DetachFromDisposeScope());
                 if (_options.SharePrefix) _prefixes[key] = prefix;
                 Activate(candidate, slot, prefix);
                 memberIndex = 1;
@@ -264,7 +265,7 @@ public sealed class GenerationEngine : IDisposable
     private void Activate(PendingCandidate candidate, int slot, SharedPrefix prefix)
     {
         var request = candidate.Request.Request;
-        _presence[slot].copy_(prefix.Presence);
+        _history[slot].copy_(prefix.History);
         var tracker = new StepTracker(_options.StepRules ?? new StepTokenSet(new HashSet<int>(), null, null));
         foreach (int id in request.PromptIds) tracker.Observe(id);
         tracker.BeginResponse();
@@ -291,10 +292,13 @@ public sealed class GenerationEngine : IDisposable
             var o = s.Request.Request.Sampling;
             rows[i] = new RowSampling(o.Temperature, o.TopP, o.TopK, o.RepetitionPenalty, s.Random.NextDouble());
         }
-        Tensor? presence = null;
+        Tensor? history = null;
         if (rows.Any(r => r.RepetitionPenalty != 1.0))
-            presence = _presence.index_select(0, tensor(_active.Select(s => (long)s.Slot).ToArray(), device: _model.Device));
-        long[] sampled = TokenSampler.Sample(_logits!, presence, rows);
+        {
+            int longest = _active.Max(s => s.Position);
+            history = _history.narrow(1, 0, longest).index_select(0, tensor(_active.Select(s => (long)s.Slot).ToArray(), device: _model.Device));
+        }
+        long[] sampled = TokenSampler.Sample(_logits!, history, rows);
 
         var stepRows = new List<(int Row, Sequence Seq, int Position, int ResponseIndex)>();
         var finished = new List<(int Row, FinishReason Reason)>();
@@ -330,9 +334,9 @@ public sealed class GenerationEngine : IDisposable
         Interlocked.Add(ref _generated, _active.Count);
         UpdateRate(_active.Count);
 
-        // Mark presence of the new tokens (repetition penalty) in one op.
-        var flat = _active.Select((s, i) => (long)s.Slot * _model.Config.VocabSize + s.Response[^1]).ToArray();
-        _presence.view(-1).index_fill_(0, tensor(flat, device: _model.Device), true);
+        // Record the new tokens in the history (repetition penalty) in one op.
+        var flat = _active.Select(s => (long)s.Slot * _options.MaxSequenceLength + (s.Position - 1)).ToArray();
+        _history.view(-1).index_copy_(0, tensor(flat, device: _model.Device), tensor(_active.Select(s => (long)s.Response[^1]).ToArray(), device: _model.Device));
 
         var finishedRows = finished.ToDictionary(f => f.Row, f => f.Reason);
         var keep = new List<int>();
@@ -453,7 +457,7 @@ public sealed class GenerationEngine : IDisposable
         _inbox.CompleteAdding();
         _thread.Join();
         _cache.Dispose();
-        _presence.Dispose();
+        _history.Dispose();
         _shutdown.Dispose();
     }
 
@@ -472,12 +476,12 @@ public sealed class GenerationEngine : IDisposable
     }
 
     /// <summary>A prompt that is live in the cache: its last-position outputs and which slot holds its rows.</summary>
-    private sealed class SharedPrefix(PromptKey key, Tensor lastLogits, Tensor lastFeatures, Tensor presence) : IDisposable
+    private sealed class SharedPrefix(PromptKey key, Tensor lastLogits, Tensor lastFeatures, Tensor history) : IDisposable
     {
         public PromptKey Key { get; } = key;
         public Tensor LastLogits { get; } = lastLogits;
         public Tensor LastFeatures { get; } = lastFeatures;
-        public Tensor Presence { get; } = presence;
+        public Tensor History { get; } = history;
         /// <summary>Slots of live sequences whose cache rows [0, prompt length) hold this prompt.</summary>
         public HashSet<int> Slots { get; } = [];
 
@@ -485,7 +489,7 @@ public sealed class GenerationEngine : IDisposable
         {
             LastLogits.Dispose();
             LastFeatures.Dispose();
-            Presence.Dispose();
+            History.Dispose();
         }
     }
 

@@ -19,19 +19,22 @@ internal static class TokenSampler
     public const int CandidatePool = 256;
 
     /// <param name="logits">[B, V] fp32.</param>
-    /// <param name="presence">[B, V] bool: tokens already in each row's sequence, or null when no row penalises.</param>
-    public static long[] Sample(Tensor logits, Tensor? presence, RowSampling[] rows)
+    /// <param name="history">[B, L] token ids already in each row's sequence (rows padded by repeating one of their own
+    /// tokens, which is harmless), or null when no row penalises. Gathering only those logits costs O(B·L), not O(B·V).</param>
+    public static long[] Sample(Tensor logits, Tensor? history, RowSampling[] rows)
     {
         int b = rows.Length;
         long v = logits.shape[1];
         var device = logits.device;
         using var scope = NewDisposeScope();
 
-        if (presence is not null)
+        if (history is not null)
         {
             var penalty = tensor(rows.Select(r => (float)r.RepetitionPenalty).ToArray(), device: device).unsqueeze(1);
-            var penalised = where(logits > 0, logits / penalty, logits * penalty);
-            logits = where(presence, penalised, logits);
+            var seen = logits.gather(1, history);
+            var penalised = where(seen > 0, seen / penalty, seen * penalty);
+            // Duplicate ids in a row scatter the same value, so repeats are penalised once, as in HF.
+            logits = logits.scatter(1, history, penalised);
         }
 
         bool anyGreedy = rows.Any(r => r.Temperature == 0);
