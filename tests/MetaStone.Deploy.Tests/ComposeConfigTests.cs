@@ -12,7 +12,8 @@ internal static class ComposeTool
 
     public const string MissingReason =
         "no Docker Compose here: neither `docker compose version` nor `docker-compose version` works. "
-        + "Install the plugin (Debian 13: apt-get install docker-compose) to run `docker compose config -q`; "
+        + "Install Compose v2 (Debian 13: apt-get install docker-compose; Debian 12 with trixie added as deploy/setup-host.sh does: "
+        + "apt-get install -t trixie docker-compose) to run `docker compose config -q`; "
         + "the static compose checks ran regardless.";
 
     private static string[]? Probe()
