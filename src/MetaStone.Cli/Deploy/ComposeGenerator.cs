@@ -111,6 +111,7 @@ public static class ComposeGenerator
         w.Line("#   METASTONE_NODE         machine name used in silo names (<node>-" + variant + "<i>), unique per machine");
         w.Line("#   METASTONE_ADVERTISED_IP  set to this machine's IP when silos on other machines must reach these");
         w.Line("#   METASTONE_BIND_IP      host interface for published ports (127.0.0.1 = this machine only)");
+        w.Line("#   METASTONE_REDIS_PORT   host port of the published Redis (if 6379 is taken by a local redis-server)");
         w.Line("#   METASTONE_MODEL_DIR    model directory on the host, mounted read-only at /models/metastone");
         w.Line("#   METASTONE_MAX_BATCH, METASTONE_TAG");
         w.Line($"name: {project}");
@@ -148,8 +149,9 @@ public static class ComposeGenerator
         w.Line("volumes:", 2);
         w.Line("- redis-data:/data", 3);
         w.Line("ports:", 2);
-        // Published for silos on other machines; 127.0.0.1 unless METASTONE_BIND_IP opens it (Redis has no auth here).
-        w.Line($"- \"${{METASTONE_BIND_IP:-127.0.0.1}}:{RedisPort}:{RedisPort}\"", 3);
+        // Published for host-side clients and silos on other machines; 127.0.0.1 unless METASTONE_BIND_IP opens it
+        // (Redis has no auth here). The host port is a variable: deploy/setup-host.sh may run a redis-server on 6379.
+        w.Line($"- \"${{METASTONE_BIND_IP:-127.0.0.1}}:${{METASTONE_REDIS_PORT:-{RedisPort}}}:{RedisPort}\"", 3);
         w.Line("networks:", 2);
         w.Line("metastone: {}", 3);
         w.Line("healthcheck:", 2);
