@@ -55,7 +55,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
     public async Task HighEffortJobReturns32CandidatesTheSprmWinnerAndEngineIdenticalStepScores()
     {
         Assert.Equal(2, (await cluster.Client.GetReplicasAsync()).Count);
-        var request = new JobRequest { Prompt = TestModel.Prompt(), Effort = "high", MaxNewTokens = 48, Temperature = 1.0, Seed = 1000 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(), Effort = "high", MaxNewTokens = 160, Temperature = 2.0, TopP = 1.0, Seed = 1000 };
         var clock = Stopwatch.StartNew();
         var result = await cluster.Client.RunAsync(request);
         output.WriteLine($"k=32 job in {clock.ElapsedMilliseconds} ms");
@@ -68,6 +68,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
         double best = result.Candidates.Max(c => c.Score);
         Assert.Equal(result.Candidates.First(c => c.Score == best).Index, result.WinnerIndex);
         var winner = result.Winner;
+        // A random model rarely writes a step token, so sampling is hot and long enough that some candidates have steps.
         Assert.NotEmpty(winner.StepScores);
 
         // The engine alone, same seed: the same trajectory; re-encoding it gives the same step scores.
