@@ -47,7 +47,15 @@ public sealed class ProcessClusterFixture : IAsyncLifetime
     }
 }
 
-public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITestOutputHelper output) : IClassFixture<ProcessClusterFixture>
+/// <summary>One process cluster shared by every test class that needs one (starting three silos costs seconds).</summary>
+[CollectionDefinition(Name)]
+public sealed class ProcessClusterCollection : ICollectionFixture<ProcessClusterFixture>
+{
+    public const string Name = "process cluster";
+}
+
+[Collection(ProcessClusterCollection.Name)]
+public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITestOutputHelper output)
 {
     /// <summary>Long enough (and batches small enough: 8 slots a silo) that a k = 32 job is still running when a silo is killed.</summary>
     private static JobRequest LongHighEffortJob(int seed) =>

@@ -21,7 +21,10 @@ public static class TestModel
 
     private static string Build()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"metastone-cluster-tests-{Environment.ProcessId}", "model");
+        string root = Path.Combine(Path.GetTempPath(), $"metastone-cluster-tests-{Environment.ProcessId}");
+        string dir = Path.Combine(root, "model");
+        // Silo processes are killed by their fixtures before the test host exits, so nothing uses it by then.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { System.IO.Directory.Delete(root, recursive: true); } catch (IOException) { } };
         System.IO.Directory.CreateDirectory(dir);
         string fixture = Path.Combine(RepoRoot(), "tests", "fixtures", "qwen2-tiny-random");
         foreach (var file in new[] { "config.json", "model.safetensors" })
