@@ -76,9 +76,16 @@ public interface IReplicaRegistryGrain : IGrainWithIntegerKey
     [Alias("Report")]
     Task ReportAsync(string silo, IReadOnlyList<ReplicaLoad> replicas);
 
-    /// <summary>Power of two choices among live replicas not in <paramref name="exclude"/>; null when none is live.</summary>
+    /// <summary>
+    /// Chooses a live replica not in <paramref name="exclude"/> by load for one candidate and counts the candidate as
+    /// outstanding there until <see cref="ReleaseAsync"/>; null when no replica is live.
+    /// </summary>
     [Alias("Pick")]
     Task<string?> PickAsync(IReadOnlyList<string> exclude);
+
+    /// <summary>The candidate placed by <see cref="PickAsync"/> on <paramref name="replica"/> has finished or failed there.</summary>
+    [Alias("Release"), OneWay]
+    Task ReleaseAsync(string replica);
 
     [Alias("List")]
     Task<IReadOnlyList<ReplicaLoad>> ListAsync();

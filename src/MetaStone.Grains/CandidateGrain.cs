@@ -77,6 +77,10 @@ public sealed class CandidateGrain(ILogger<CandidateGrain> logger) : Grain, ICan
                 if (++attempt > MaxAttempts)
                     throw new InvalidOperationException($"candidate {work.Index} of job {work.JobId} failed on {MaxAttempts} replicas; last error: {e.Message}", e);
             }
+            finally
+            {
+                registry.ReleaseAsync(replica).Ignore(); // one-way: the replica's outstanding count for placement
+            }
         }
     }
 }

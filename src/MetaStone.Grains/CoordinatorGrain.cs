@@ -161,7 +161,8 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, IL
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
         for (int attempt = 0; ; attempt++)
         {
-            var replica = await registry.PickAsync([]);
+            var replicas = await registry.ListAsync();
+            string? replica = replicas.Count == 0 ? null : replicas[Random.Shared.Next(replicas.Count)].Replica;
             if (replica is null)
             {
                 if (attempt >= 20) throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
@@ -183,12 +184,17 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, IL
     private void StartRun()
     {
         if (_run is not null) return;
-        DelayDeactivation(TimeSpan.FromHours(24)); // a job in flight keeps its coordinator; it deactivates when idle afterwards
         _leaseTimer = this.RegisterGrainTimer(RenewLeaseAsync, new GrainTimerCreationOptions(TimeSpan.Zero, LeaseTime / 3) { Interleave = true });
         _run = RunAsync();
     }
 
-    private Task RenewLeaseAsync(CancellationToken cancellationToken) => store.RenewLeaseAsync(JobId, silo.Name, LeaseTime);
+    private Task RenewLeaseAsync(CancellationToken cancellationToken)
+    {
+        // A job in flight keeps its coordinator (candidate replies are not "activity" until they arrive); the
+        // timer stops with the job, and the activation is then collected when idle like any other.
+        DelayDeactivation(LeaseTime * 3);
+        return store.RenewLeaseAsync(JobId, silo.Name, LeaseTime);
+    }
 
     private async Task RunAsync()
     {

@@ -84,7 +84,7 @@ public static class MetaStoneSilo
             });
         }
         silo.Services.AddSingleton(engines);
-        silo.AddMetaStoneGrains();
+        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)));
     }
 
     /// <summary>Loads one engine per device, before the silo joins the cluster.</summary>

@@ -15,6 +15,12 @@ catch (Exception e) when (e is ArgumentException or InvalidOperationException or
     Console.Error.WriteLine($"metastone silo {settings.Name}: cannot start: {e.Message}");
     return 2;
 }
+catch (Exception e)
+{
+    // Anything else (a port in use, a broken model file the loader did not classify): one line, not a stack dump.
+    Console.Error.WriteLine($"metastone silo {settings.Name}: cannot start: {e.GetType().Name}: {e.Message}");
+    return 1;
+}
 // Tests and scripts wait for this line: the models are loaded and the silo is active in the cluster.
 Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
 await host.WaitForShutdownAsync();

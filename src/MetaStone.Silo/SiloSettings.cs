@@ -34,6 +34,8 @@ public sealed class SiloSettings
     /// <summary>Declare a silo dead after about two seconds of silence (tests and benchmarks on one machine).</summary>
     public bool FastFailureDetection { get; set; }
     public TimeSpan JobRetention { get; set; } = TimeSpan.FromDays(7);
+    /// <summary>least-loaded (default) or two-choices; the same on every silo of a cluster.</summary>
+    public string Placement { get; set; } = "least-loaded";
     /// <summary>Simulated engine: fixed latency of one batched decode step.</summary>
     public double SimulatedStepMilliseconds { get; set; } = 20;
     /// <summary>Simulated engine: extra latency per sequence in the batch.</summary>
@@ -67,6 +69,7 @@ public sealed class SiloSettings
         if (Engine == "model" && !Directory.Exists(Model)) throw new ArgumentException($"model directory not found: {Model}");
         if (!System.Net.IPAddress.TryParse(AdvertisedAddress, out _)) throw new ArgumentException($"advertised address '{AdvertisedAddress}' is not an IP address");
         if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
+        MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
     }
 }

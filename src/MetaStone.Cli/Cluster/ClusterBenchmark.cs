@@ -28,7 +28,9 @@ public sealed record BenchSettings
 }
 
 public sealed record OverheadResult(int Jobs, int K, double MeanMsPerJob, double MedianMsPerJob, double MeanMsPerCandidate);
-public sealed record ScalingPoint(int Silos, double LatencyMs, double Speedup, double Efficiency, double JobsPerSecond);
+/// <param name="MostCandidatesOnOneReplica">Of the last latency job: how evenly placement spread the k candidates.</param>
+/// <param name="SlowestCandidateMs">Of the last latency job: the longest time a candidate spent in its replica (queue + generation).</param>
+public sealed record ScalingPoint(int Silos, double LatencyMs, double Speedup, double Efficiency, double JobsPerSecond, int MostCandidatesOnOneReplica, double SlowestCandidateMs);
 public sealed record RealModelPoint(int Silos, double LatencyMs, double Speedup);
 public sealed record ClusterBenchReport(OverheadResult Overhead, IReadOnlyList<ScalingPoint> Scaling, IReadOnlyList<RealModelPoint> RealModel, IReadOnlyList<string> Notes, BenchSettings Settings)
 {
@@ -40,9 +42,9 @@ public sealed record ClusterBenchReport(OverheadResult Overhead, IReadOnlyList<S
         if (Scaling.Count > 0)
         {
             s.AppendLine(CultureInfo.InvariantCulture, $"horizontal scaling (simulated GPU: {Settings.StepMilliseconds} ms/step + {Settings.PerSequenceMilliseconds} ms/sequence, {Settings.SlotsPerSilo} slots/silo, {Settings.TokensPerCandidate} tokens; k = 32):");
-            s.AppendLine("  silos  latency ms  speed-up  efficiency  jobs/s");
+            s.AppendLine("  silos  latency ms  speed-up  efficiency  jobs/s  most candidates/replica  slowest candidate ms");
             foreach (var p in Scaling)
-                s.AppendLine(CultureInfo.InvariantCulture, $"  {p.Silos,5}  {p.LatencyMs,10:F0}  {p.Speedup,8:F2}  {p.Efficiency,10:F2}  {p.JobsPerSecond,6:F2}");
+                s.AppendLine(CultureInfo.InvariantCulture, $"  {p.Silos,5}  {p.LatencyMs,10:F0}  {p.Speedup,8:F2}  {p.Efficiency,10:F2}  {p.JobsPerSecond,6:F2}  {p.MostCandidatesOnOneReplica,23}  {p.SlowestCandidateMs,20:F0}");
         }
         if (RealModel.Count > 0)
         {
@@ -78,11 +80,12 @@ public static class ClusterBenchmark
                 foreach (int n in settings.SiloCounts)
                 {
                     log($"scaling: {n} simulated silo(s)…");
-                    var (latency, throughput) = await MeasureClusterAsync(redis, n, i => SimulatedSilo(settings, i), settings.LatencyJobs, settings.ConcurrentJobs,
+                    var (latency, throughput, last) = await MeasureClusterAsync(redis, n, i => SimulatedSilo(settings, i), settings.LatencyJobs, settings.ConcurrentJobs,
                         new JobRequest { Prompt = Prompt, Effort = "high", MaxNewTokens = settings.TokensPerCandidate }, cancellationToken);
                     // Speed-up relative to the first (smallest) count, scaled so one silo = 1.
                     double speedup = scaling.Count > 0 ? scaling[0].LatencyMs / latency * scaling[0].Silos : n;
-                    scaling.Add(new ScalingPoint(n, latency, speedup, speedup / n, throughput));
+                    scaling.Add(new ScalingPoint(n, latency, speedup, speedup / n, throughput,
+                        last.Candidates.GroupBy(c => c.Replica).Max(g => g.Count()), last.Candidates.Max(c => c.GenerationSeconds) * 1000));
                 }
             }
             if (!settings.SkipRealModel)
@@ -95,7 +98,7 @@ public static class ClusterBenchmark
                     foreach (int n in new[] { 1, 2 })
                     {
                         log($"real model: {n} silo(s)…");
-                        var (latency, _) = await MeasureClusterAsync(redis, n, i => RealSilo(model, i), settings.LatencyJobs, 0,
+                        var (latency, _, _) = await MeasureClusterAsync(redis, n, i => RealSilo(model, i), settings.LatencyJobs, 0,
                             new JobRequest { Prompt = Prompt, Effort = "high", MaxNewTokens = settings.RealMaxNewTokens, Temperature = 1.0 }, cancellationToken);
                         real.Add(new RealModelPoint(n, latency, real.Count > 0 ? real[0].LatencyMs / latency : 1));
                     }
@@ -148,7 +151,7 @@ public static class ClusterBenchmark
         return new OverheadResult(times.Count, 32, times.Average(), times[times.Count / 2], times.Average() / 32);
     }
 
-    private static async Task<(double LatencyMs, double JobsPerSecond)> MeasureClusterAsync(string redis, int silos,
+    private static async Task<(double LatencyMs, double JobsPerSecond, JobResult Last)> MeasureClusterAsync(string redis, int silos,
         Func<int, Dictionary<string, string>> siloSettings, int latencyJobs, int concurrentJobs, JobRequest request, CancellationToken cancellationToken)
     {
         string clusterId = $"bench-{silos}-{Guid.NewGuid():N}"[..24];
@@ -170,10 +173,11 @@ public static class ClusterBenchmark
         }
         await client.RunAsync(request with { Seed = 1 }, cancellationToken); // warm-up
         var latencies = new List<double>();
+        JobResult? last = null;
         for (int i = 0; i < latencyJobs; i++)
         {
             var clock = Stopwatch.StartNew();
-            await client.RunAsync(request with { Seed = 10 + i }, cancellationToken);
+            last = await client.RunAsync(request with { Seed = 10 + i }, cancellationToken);
             latencies.Add(clock.Elapsed.TotalMilliseconds);
         }
         double throughput = 0;
@@ -183,6 +187,6 @@ public static class ClusterBenchmark
             await Task.WhenAll(Enumerable.Range(0, concurrentJobs).Select(i => client.RunAsync(request with { Seed = 1000 + i }, cancellationToken)));
             throughput = concurrentJobs / clock.Elapsed.TotalSeconds;
         }
-        return (latencies.Average(), throughput);
+        return (latencies.Average(), throughput, last!);
     }
 }

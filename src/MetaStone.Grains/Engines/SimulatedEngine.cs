@@ -30,6 +30,7 @@ public sealed class SimulatedEngine(string device, TimeSpan stepLatency, TimeSpa
 
     public async Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         Interlocked.Increment(ref _queued);
         await _slots.WaitAsync(cancellationToken);
         Interlocked.Decrement(ref _queued);
@@ -61,6 +62,7 @@ public sealed class SimulatedEngine(string device, TimeSpan stepLatency, TimeSpa
                 Score = score,
                 FinishReason = "length",
                 Replica = "",
+                GenerationSeconds = clock.Elapsed.TotalSeconds,
             };
         }
         finally
