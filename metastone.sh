@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the metastone CLI from a checkout: ./metastone.sh doctor   (later: ./metastone.sh ask "...")
+# Runs the metastone CLI from a checkout: ./metastone.sh ask "..."   (or ./metastone.sh doctor)
 #   - prepares the host with deploy/setup-host.sh once (again whenever that script changes),
 #   - builds src/MetaStone.Cli in Release into artifacts/cli when any source is newer than the build,
 #   - runs it with all arguments passed through; the exit code is the CLI's.

@@ -6,7 +6,7 @@ using MetaStone.Reasoning;
 
 namespace MetaStone.Cli.Commands;
 
-/// <summary><c>metastone bench engine [--shapes tiny,qwen2-0.5b] [--n 32] [--new-tokens T] [--json] [--out FILE]</c>.</summary>
+/// <summary><c>metastone bench engine …</c> and <c>metastone bench cluster …</c>: benchmarks built on the same code users run.</summary>
 public sealed class BenchCommand : ICliVerb
 {
     public const int UsageErrorExitCode = 2;
@@ -15,6 +15,7 @@ public sealed class BenchCommand : ICliVerb
     {
         var command = new Command("bench", "Performance measurements on this machine.");
         command.Add(CreateEngineCommand());
+        command.Add(BenchClusterCommand.Create());
         return command;
     }
 

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using MetaStone.Client;
+using MetaStone.Contracts;
+
+namespace MetaStone.Cli.Cluster;
+
+/// <summary>The options every cluster verb shares: where the cluster is and what a job asks for.</summary>
+public sealed class ClusterCliOptions
+{
+    public const string ClusterEnvironmentVariable = "METASTONE_CLUSTER";
+
+    public Option<string?> Cluster { get; } = new("--cluster")
+    {
+        Description = $"Redis of the cluster (host:port); default ${ClusterEnvironmentVariable}.",
+        HelpName = "host:port",
+    };
+    public Option<string> ClusterId { get; } = new("--cluster-id")
+    {
+        Description = "Orleans ClusterId (and ServiceId) of the cluster.",
+        DefaultValueFactory = _ => "metastone",
+    };
+
+    public void AddTo(Command command)
+    {
+        command.Add(Cluster);
+        command.Add(ClusterId);
+    }
+
+    /// <summary>The named cluster, or null when none is given (ask then runs an embedded silo).</summary>
+    public ClusterConnection? Connection(ParseResult parse)
+    {
+        string? redis = parse.GetValue(Cluster) ?? Environment.GetEnvironmentVariable(ClusterEnvironmentVariable);
+        if (string.IsNullOrWhiteSpace(redis)) return null;
+        string id = parse.GetValue(ClusterId)!;
+        return new ClusterConnection(redis, id, id);
+    }
+
+    public ClusterConnection RequiredConnection(ParseResult parse) =>
+        Connection(parse) ?? throw new ArgumentException($"no cluster given: pass --cluster host:port (the cluster's Redis) or set {ClusterEnvironmentVariable}");
+}
+
+/// <summary>Options describing one job (ask and submit).</summary>
+public sealed class JobCliOptions
+{
+    public Argument<string> Prompt { get; } = new("prompt") { Description = "The question." };
+    public Option<string?> Effort { get; } = new("--effort") { Description = "low | medium | high = k 2 / 8 / 32 (default medium).", HelpName = "low|medium|high" };
+    public Option<int?> K { get; } = new("--k") { Description = "Explicit number of candidates (1–256); overrides --effort." };
+    public Option<int?> Budget { get; } = new("--budget") { Description = "Thinking budget in tokens." };
+    public Option<int> MaxNewTokens { get; } = new("--max-new-tokens") { Description = "Limit on generated tokens per candidate.", DefaultValueFactory = _ => 512 };
+    public Option<double> Temperature { get; } = new("--temperature") { DefaultValueFactory = _ => 0.6 };
+    public Option<string> Selection { get; } = new("--selection") { Description = "bon (SPRM Best-of-N) | majority | weighted.", DefaultValueFactory = _ => "bon" };
+    public Option<long> Seed { get; } = new("--seed") { Description = "Candidate i uses seed + i.", DefaultValueFactory = _ => 0 };
+
+    public void AddTo(Command command)
+    {
+        command.Add(Prompt);
+        foreach (var option in new Option[] { Effort, K, Budget, MaxNewTokens, Temperature, Selection, Seed }) command.Add(option);
+    }
+
+    public JobRequest Request(ParseResult parse) => new()
+    {
+        Prompt = parse.GetValue(Prompt) ?? "",
+        Effort = parse.GetValue(Effort),
+        K = parse.GetValue(K),
+        ThinkingBudget = parse.GetValue(Budget),
+        MaxNewTokens = parse.GetValue(MaxNewTokens),
+        Temperature = parse.GetValue(Temperature),
+        Selection = parse.GetValue(Selection)!,
+        Seed = parse.GetValue(Seed),
+    };
+}

@@ -1,0 +1,178 @@
+using System.Runtime.CompilerServices;
+using MetaStone.Contracts;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans;
+using Orleans.Configuration;
+using Orleans.Runtime;
+using StackExchange.Redis;
+
+namespace MetaStone.Client;
+
+/// <summary>Where a cluster is: the Redis that holds its membership, and its ids.</summary>
+public sealed record ClusterConnection(string Redis, string ClusterId = "metastone", string ServiceId = "metastone");
+
+/// <summary>
+/// Talks to a MetaStone cluster: submit a job, watch its progress, await its result, cancel it, read its status.
+/// Calls survive the loss of a silo: they are reissued (a job id makes submit idempotent, the coordinator resumes
+/// the job elsewhere) until <see cref="FailoverPatience"/> runs out.
+/// </summary>
+public sealed class MetaStoneClient : IAsyncDisposable
+{
+    /// <summary>How long a call keeps retrying while the cluster recovers from a dead silo.</summary>
+    public TimeSpan FailoverPatience { get; init; } = TimeSpan.FromMinutes(2);
+
+    private readonly IGrainFactory _grains;
+    private readonly IHost? _ownedHost;
+
+    private MetaStoneClient(IGrainFactory grains, IHost? ownedHost)
+    {
+        _grains = grains;
+        _ownedHost = ownedHost;
+    }
+
+    /// <summary>A client over a grain factory this process already has (an embedded silo's <c>IClusterClient</c>).</summary>
+    public static MetaStoneClient FromGrainFactory(IGrainFactory grains) => new(grains, null);
+
+    /// <summary>Connects through Redis clustering: the client finds the silos' gateways in the membership table.</summary>
+    public static async Task<MetaStoneClient> ConnectAsync(ClusterConnection cluster, CancellationToken cancellationToken = default)
+    {
+        // Check Redis first: an unreachable Redis otherwise shows up as a gateway-list timeout much later.
+        ConfigurationOptions options;
+        try { options = ConfigurationOptions.Parse(cluster.Redis); }
+        catch (Exception e) { throw new ArgumentException($"invalid Redis connection string '{cluster.Redis}': {e.Message}"); }
+        options.ConnectTimeout = 5000;
+        options.AbortOnConnectFail = true;
+        ConnectionMultiplexer redis;
+        try { redis = await ConnectionMultiplexer.ConnectAsync(options); }
+        catch (RedisConnectionException e)
+        {
+            throw new InvalidOperationException($"cannot reach Redis at '{cluster.Redis}': {e.Message.Split('\n')[0]} (is redis-server running?)", e);
+        }
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ApplicationName = "MetaStone.Client" });
+        builder.Logging.ClearProviders();
+        builder.UseOrleansClient(client =>
+        {
+            client.Configure<ClusterOptions>(o => { o.ClusterId = cluster.ClusterId; o.ServiceId = cluster.ServiceId; });
+            client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
+            client.UseRedisClustering(o =>
+            {
+                o.ConfigurationOptions = ConfigurationOptions.Parse(cluster.Redis);
+                o.CreateMultiplexer = _ => Task.FromResult<(IConnectionMultiplexer, bool)>((redis, true));
+            });
+            int attempts = 0;
+            client.UseConnectionRetryFilter((_, ct) => Task.FromResult(++attempts < 10 && !ct.IsCancellationRequested));
+        });
+        var host = builder.Build();
+        try { await host.StartAsync(cancellationToken); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            host.Dispose();
+            redis.Dispose();
+            throw new InvalidOperationException($"cannot connect to cluster '{cluster.ClusterId}' through Redis '{cluster.Redis}': no silo gateway answered ({e.Message})", e);
+        }
+        return new MetaStoneClient(host.Services.GetRequiredService<IClusterClient>(), host);
+    }
+
+    /// <summary>Submits a job and returns its id once the cluster has accepted (and persisted) it.</summary>
+    /// <exception cref="ArgumentException">The request is invalid (empty prompt, k out of range, prompt too long…).</exception>
+    public async Task<string> SubmitAsync(JobRequest request, string? jobId = null, CancellationToken cancellationToken = default)
+    {
+        jobId ??= NewJobId();
+        await RetryAsync(() => Coordinator(jobId).SubmitAsync(request), cancellationToken);
+        return jobId;
+    }
+
+    /// <summary>Waits for the job's result.</summary>
+    /// <exception cref="KeyNotFoundException">No such job.</exception>
+    /// <exception cref="OperationCanceledException">The job was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The job failed.</exception>
+    public Task<JobResult> AwaitResultAsync(string jobId, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Coordinator(jobId).AwaitResultAsync(cancellationToken), cancellationToken);
+
+    /// <summary>The result of a completed job, or null while it runs.</summary>
+    public Task<JobResult?> GetResultAsync(string jobId, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Coordinator(jobId).GetResultAsync(), cancellationToken);
+
+    public Task<JobStatus> GetStatusAsync(string jobId, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Coordinator(jobId).GetStatusAsync(), cancellationToken);
+
+    public Task<JobStatus> CancelAsync(string jobId, string reason = "cancelled by the client", CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Coordinator(jobId).CancelAsync(reason), cancellationToken);
+
+    /// <summary>Submits and awaits in one call.</summary>
+    public async Task<JobResult> RunAsync(JobRequest request, CancellationToken cancellationToken = default) =>
+        await AwaitResultAsync(await SubmitAsync(request, cancellationToken: cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Progress of a job until it ends (the last event is Completed, Failed or Cancelled). Each event is yielded
+    /// once, also when the job's coordinator moves to another silo and replays what it found in the store.
+    /// </summary>
+    public async IAsyncEnumerable<ProgressEvent> WatchAsync(string jobId, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        string? runId = null;
+        int after = -1;
+        var seen = new HashSet<(ProgressKind, int?)>();
+        while (true)
+        {
+            var page = await RetryAsync(() => Coordinator(jobId).GetProgressAsync(runId, after, TimeSpan.FromSeconds(10), cancellationToken), cancellationToken);
+            if (page.RunId != runId) (runId, after) = (page.RunId, -1);
+            foreach (var e in page.Events)
+            {
+                after = Math.Max(after, e.Sequence);
+                if (!seen.Add((e.Kind, e.CandidateIndex))) continue;
+                yield return e;
+                if (e.IsTerminal) yield break;
+            }
+        }
+    }
+
+    /// <summary>Every live replica with its current load (asked of each replica, not the registry's last report).</summary>
+    public async Task<IReadOnlyList<ReplicaLoad>> GetReplicasAsync(CancellationToken cancellationToken = default)
+    {
+        var listed = await RetryAsync(() => _grains.GetGrain<IReplicaRegistryGrain>(0).ListAsync(), cancellationToken);
+        var live = await Task.WhenAll(listed.Select(async r =>
+        {
+            try { return await _grains.GetGrain<IReplicaGrain>(r.Replica).GetLoadAsync(); }
+            catch (Exception e) when (IsTransient(e)) { return null; }
+        }));
+        return live.OfType<ReplicaLoad>().ToList();
+    }
+
+    public static string NewJobId() => Guid.NewGuid().ToString("N")[..16];
+
+    private ICoordinatorGrain Coordinator(string jobId)
+    {
+        if (string.IsNullOrWhiteSpace(jobId)) throw new ArgumentException("the job id is empty");
+        return _grains.GetGrain<ICoordinatorGrain>(jobId);
+    }
+
+    private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + FailoverPatience;
+        for (int attempt = 1; ; attempt++)
+        {
+            try { return await call(); }
+            catch (Exception e) when (IsTransient(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+            {
+                // The silo holding the coordinator died: once it is declared dead the next call re-activates the
+                // coordinator elsewhere, which resumes the job from the store.
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 200 * attempt)), cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>Failures that mean "a silo or gateway went away", not "the request is wrong".</summary>
+    public static bool IsTransient(Exception e) =>
+        e is SiloUnavailableException or TimeoutException or OrleansMessageRejectionException
+        || (e is OrleansException && e.GetType().Name.Contains("Connection", StringComparison.Ordinal));
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_ownedHost is null) return;
+        try { await _ownedHost.StopAsync(TimeSpan.FromSeconds(5)); }
+        catch (Exception e) when (IsTransient(e) || e is OperationCanceledException) { }
+        _ownedHost.Dispose();
+    }
+}

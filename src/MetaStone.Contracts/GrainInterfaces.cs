@@ -1,0 +1,96 @@
+namespace MetaStone.Contracts;
+
+/// <summary>
+/// One job (key = job id): validates the request, fans out k <see cref="ICandidateGrain"/>s, gathers them, selects
+/// the winner and records everything in the job store. A new activation (after its silo died) resumes the job
+/// from the store and regenerates only the candidates that are missing.
+/// </summary>
+[Alias("metastone.ICoordinatorGrain")]
+public interface ICoordinatorGrain : IGrainWithStringKey
+{
+    /// <summary>Accepts the job (persisted before this returns) and starts it; throws <see cref="ArgumentException"/> for a bad request.</summary>
+    [Alias("Submit")]
+    Task<JobStatus> SubmitAsync(JobRequest request);
+
+    /// <summary>Waits until the job ends and returns its result; throws if it failed or was cancelled.</summary>
+    [Alias("AwaitResult"), ResponseTimeout("01:00:00")]
+    Task<JobResult> AwaitResultAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>The result of a completed job, or null while it runs.</summary>
+    [Alias("GetResult"), AlwaysInterleave]
+    Task<JobResult?> GetResultAsync();
+
+    [Alias("GetStatus"), AlwaysInterleave]
+    Task<JobStatus> GetStatusAsync();
+
+    /// <summary>Progress events after <paramref name="afterSequence"/>, waiting up to <paramref name="maxWait"/> for one.</summary>
+    [Alias("GetProgress"), AlwaysInterleave, ResponseTimeout("00:01:00")]
+    Task<ProgressPage> GetProgressAsync(string? runId, int afterSequence, TimeSpan maxWait, CancellationToken cancellationToken = default);
+
+    /// <summary>Stops every running candidate (their batch slots are freed) and marks the job cancelled.</summary>
+    [Alias("Cancel"), AlwaysInterleave]
+    Task<JobStatus> CancelAsync(string reason);
+
+    /// <summary>Re-activates a job whose coordinator silo died (called by the job-recovery sweep).</summary>
+    [Alias("Resume"), AlwaysInterleave]
+    Task ResumeAsync();
+}
+
+/// <summary>
+/// One candidate of a job (key = "{jobId}/{index}"): generates it on a replica chosen by load, retrying on another
+/// replica with the same seed when a silo dies or a call times out. Idempotent by (job, index, seed).
+/// </summary>
+[Alias("metastone.ICandidateGrain")]
+public interface ICandidateGrain : IGrainWithStringKey
+{
+    [Alias("Generate"), ResponseTimeout("01:00:00")]
+    Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken = default);
+
+    [Alias("Cancel"), AlwaysInterleave]
+    Task CancelAsync();
+}
+
+/// <summary>
+/// A model replica (key = "{siloName}/{device}"), always activated on the silo named in its key; a thin reentrant
+/// facade over that silo's engine for the device.
+/// </summary>
+[Alias("metastone.IReplicaGrain")]
+public interface IReplicaGrain : IGrainWithStringKey
+{
+    [Alias("Generate"), ResponseTimeout("00:30:00")]
+    Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken = default);
+
+    /// <summary>Tokenizes the prompt and checks it fits the context; throws <see cref="ArgumentException"/> when it does not.</summary>
+    [Alias("CheckPrompt")]
+    Task<PromptCheck> CheckPromptAsync(JobRequest request);
+
+    [Alias("GetLoad")]
+    Task<ReplicaLoad> GetLoadAsync();
+}
+
+/// <summary>Cluster-wide list of replicas with their last reported load (singleton, key 0).</summary>
+[Alias("metastone.IReplicaRegistryGrain")]
+public interface IReplicaRegistryGrain : IGrainWithIntegerKey
+{
+    /// <summary>A silo's heartbeat: the current load of each of its replicas.</summary>
+    [Alias("Report")]
+    Task ReportAsync(string silo, IReadOnlyList<ReplicaLoad> replicas);
+
+    /// <summary>
+    /// Chooses a live replica not in <paramref name="exclude"/> by load for one candidate and counts the candidate as
+    /// outstanding there until <see cref="ReleaseAsync"/>; null when no replica is live.
+    /// </summary>
+    [Alias("Pick")]
+    Task<string?> PickAsync(IReadOnlyList<string> exclude);
+
+    /// <summary>The candidate placed by <see cref="PickAsync"/> on <paramref name="replica"/> has finished or failed there.</summary>
+    [Alias("Release"), OneWay]
+    Task ReleaseAsync(string replica);
+
+    [Alias("List")]
+    Task<IReadOnlyList<ReplicaLoad>> ListAsync();
+
+    /// <summary>Drops a silo's replicas at once (its silo was seen dead by a caller).</summary>
+    [Alias("Forget")]
+    Task ForgetAsync(string replica);
+}

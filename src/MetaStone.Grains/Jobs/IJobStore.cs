@@ -1,0 +1,40 @@
+using MetaStone.Contracts;
+
+namespace MetaStone.Grains.Jobs;
+
+/// <summary>A job as stored: the accepted request, the candidates finished so far, and the outcome once it ended.</summary>
+public sealed record StoredJob
+{
+    public required string JobId { get; init; }
+    public required JobRequest Request { get; init; }
+    public required int K { get; init; }
+    public required JobState State { get; init; }
+    public string? Error { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required IReadOnlyDictionary<int, CandidateResult> Candidates { get; init; }
+    public JobResult? Result { get; init; }
+    /// <summary>Coordinator activations that have run the job.</summary>
+    public int Runs { get; init; }
+}
+
+/// <summary>
+/// Durable job records. Redis in a cluster (<see cref="RedisJobStore"/>); in memory for the embedded single-process
+/// mode, where the jobs live exactly as long as the silo anyway.
+/// </summary>
+public interface IJobStore
+{
+    /// <summary>Records an accepted job; false when a job with this id already exists (submit is idempotent).</summary>
+    Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt);
+    Task<StoredJob?> LoadAsync(string jobId);
+    /// <summary>Counts one more coordinator run and returns the new count.</summary>
+    Task<int> StartRunAsync(string jobId);
+    Task SaveCandidateAsync(string jobId, CandidateResult candidate);
+    Task CompleteAsync(JobResult result);
+    /// <summary>Marks the job failed or cancelled with a reason.</summary>
+    Task EndAsync(string jobId, JobState state, string error);
+    /// <summary>Jobs accepted and not yet ended.</summary>
+    Task<IReadOnlyList<string>> RunningJobsAsync();
+    /// <summary>Claims or renews "a live coordinator runs this job" for <paramref name="ttl"/>.</summary>
+    Task RenewLeaseAsync(string jobId, string owner, TimeSpan ttl);
+    Task<bool> HasLeaseAsync(string jobId);
+}

@@ -1,0 +1,97 @@
+using System.Globalization;
+using MetaStone.Contracts;
+using StackExchange.Redis;
+
+namespace MetaStone.Grains.Jobs;
+
+/// <summary>
+/// Jobs in Redis. Key layout (prefix <c>metastone:{serviceId}:</c>):
+/// <list type="bullet">
+/// <item><c>job:{id}</c> hash: <c>request</c> (JSON), <c>k</c>, <c>state</c>, <c>error</c>, <c>createdAt</c>, <c>runs</c>, <c>result</c> (JSON, once completed)</item>
+/// <item><c>job:{id}:candidates</c> hash: candidate index → candidate result JSON, written as each candidate finishes</item>
+/// <item><c>job:{id}:lease</c> string with a TTL: the silo whose coordinator runs the job; gone = nobody does</item>
+/// <item><c>jobs:running</c> set of job ids accepted and not yet ended (what the recovery sweep scans)</item>
+/// </list>
+/// Ended jobs expire after the retention period (default 7 days); running jobs never expire.
+/// </summary>
+public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId, TimeSpan retention) : IJobStore
+{
+    private readonly string _prefix = $"metastone:{serviceId}:";
+    private IDatabase Db => redis.GetDatabase();
+
+    public string JobKey(string id) => $"{_prefix}job:{id}";
+    public string CandidatesKey(string id) => $"{_prefix}job:{id}:candidates";
+    public string LeaseKey(string id) => $"{_prefix}job:{id}:lease";
+    public string RunningKey => $"{_prefix}jobs:running";
+    public TimeSpan Retention => retention;
+
+    public async Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt)
+    {
+        var tx = Db.CreateTransaction();
+        tx.AddCondition(Condition.KeyNotExists(JobKey(jobId)));
+        _ = tx.HashSetAsync(JobKey(jobId),
+        [
+            new("request", JobJson.Write(request)),
+            new("k", k),
+            new("state", JobState.Running.ToString()),
+            new("createdAt", createdAt.ToUnixTimeMilliseconds()),
+            new("runs", 0),
+        ]);
+        _ = tx.SetAddAsync(RunningKey, jobId);
+        return await tx.ExecuteAsync();
+    }
+
+    public async Task<StoredJob?> LoadAsync(string jobId)
+    {
+        var fields = (await Db.HashGetAllAsync(JobKey(jobId))).ToDictionary(e => e.Name.ToString(), e => e.Value);
+        if (fields.Count == 0) return null;
+        var candidates = await Db.HashGetAllAsync(CandidatesKey(jobId));
+        return new StoredJob
+        {
+            JobId = jobId,
+            Request = JobJson.Read<JobRequest>(fields["request"]!),
+            K = (int)fields["k"],
+            State = Enum.Parse<JobState>(fields["state"]!),
+            Error = fields.TryGetValue("error", out var e) ? (string?)e : null,
+            CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds((long)fields["createdAt"]),
+            Runs = fields.TryGetValue("runs", out var r) ? (int)r : 0,
+            Result = fields.TryGetValue("result", out var result) ? JobJson.Read<JobResult>(result!) : null,
+            Candidates = candidates.ToDictionary(c => int.Parse(c.Name.ToString(), CultureInfo.InvariantCulture), c => JobJson.Read<CandidateResult>(c.Value!)),
+        };
+    }
+
+    public async Task<int> StartRunAsync(string jobId) => (int)await Db.HashIncrementAsync(JobKey(jobId), "runs");
+
+    public Task SaveCandidateAsync(string jobId, CandidateResult candidate) =>
+        Db.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
+
+    public async Task CompleteAsync(JobResult result)
+    {
+        var tx = Db.CreateTransaction();
+        _ = tx.HashSetAsync(JobKey(result.JobId), [new("state", JobState.Completed.ToString()), new("result", JobJson.Write(result))]);
+        await EndTransaction(tx, result.JobId);
+    }
+
+    public async Task EndAsync(string jobId, JobState state, string error)
+    {
+        var tx = Db.CreateTransaction();
+        _ = tx.HashSetAsync(JobKey(jobId), [new("state", state.ToString()), new("error", error)]);
+        await EndTransaction(tx, jobId);
+    }
+
+    private async Task EndTransaction(ITransaction tx, string jobId)
+    {
+        _ = tx.SetRemoveAsync(RunningKey, jobId);
+        _ = tx.KeyExpireAsync(JobKey(jobId), retention);
+        _ = tx.KeyExpireAsync(CandidatesKey(jobId), retention);
+        _ = tx.KeyDeleteAsync(LeaseKey(jobId));
+        await tx.ExecuteAsync();
+    }
+
+    public async Task<IReadOnlyList<string>> RunningJobsAsync() =>
+        (await Db.SetMembersAsync(RunningKey)).Select(v => v.ToString()).ToList();
+
+    public Task RenewLeaseAsync(string jobId, string owner, TimeSpan ttl) => Db.StringSetAsync(LeaseKey(jobId), owner, ttl);
+
+    public Task<bool> HasLeaseAsync(string jobId) => Db.KeyExistsAsync(LeaseKey(jobId));
+}

@@ -1,0 +1,23 @@
+using MetaStone.Grains.Placement;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Runtime;
+
+namespace MetaStone.Grains;
+
+public static class MetaStoneSiloBuilderExtensions
+{
+    /// <summary>
+    /// Registers replica placement and the silo background services. The caller registers the loaded
+    /// <see cref="Engines.ReplicaEngines"/> and an <see cref="Jobs.IJobStore"/> as singletons.
+    /// </summary>
+    public static ISiloBuilder AddMetaStoneGrains(this ISiloBuilder silo, ReplicaPlacementOptions? placement = null)
+    {
+        silo.Services.AddSingleton(placement ?? new ReplicaPlacementOptions());
+        silo.Services.AddPlacementDirector<ReplicaPlacementStrategy, ReplicaPlacementDirector>();
+        silo.Services.AddSingleton<ReplicaHeartbeat>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<ReplicaHeartbeat>());
+        silo.Services.AddSingleton<JobRecoverySweep>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<JobRecoverySweep>());
+        return silo;
+    }
+}

@@ -1,0 +1,118 @@
+using MetaStone.Contracts;
+
+namespace MetaStone.Grains;
+
+/// <summary>How the registry chooses a replica for a candidate.</summary>
+public enum ReplicaPlacementPolicy
+{
+    /// <summary>The replica with the fewest busy sequences per slot (random among equals). The default: the registry
+    /// sees every assignment, so its counts are exact and a burst of k candidates spreads evenly.</summary>
+    LeastLoaded,
+    /// <summary>Power of two choices: the less loaded of two random replicas. Meant for dispatchers with stale load
+    /// information; here it leaves some replicas a batch more than others (see docs/cluster.md).</summary>
+    TwoChoices,
+}
+
+/// <summary>Placement settings of the registry; every silo must be given the same ones (the registry may activate on any).</summary>
+public sealed record ReplicaPlacementOptions(ReplicaPlacementPolicy Policy = ReplicaPlacementPolicy.LeastLoaded)
+{
+    public static ReplicaPlacementPolicy ParsePolicy(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "least-loaded" or "leastloaded" => ReplicaPlacementPolicy.LeastLoaded,
+        "two-choices" or "twochoices" or "p2c" => ReplicaPlacementPolicy.TwoChoices,
+        _ => throw new ArgumentException($"unknown placement policy '{name}' (valid: least-loaded, two-choices)"),
+    };
+}
+
+/// <summary>
+/// The cluster's list of live replicas. Each silo reports its replicas' load twice a second; a replica not heard
+/// from for <see cref="LivenessWindow"/> is not offered. If this grain's silo dies it re-activates elsewhere and
+/// is complete again after one heartbeat round.
+/// </summary>
+public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grain, IReplicaRegistryGrain
+{
+    public static readonly TimeSpan LivenessWindow = TimeSpan.FromSeconds(3);
+
+    /// <summary>Reports this long after the last pick may correct the outstanding count (releases lost with a dead silo).</summary>
+    private static readonly TimeSpan ReconcileAfter = TimeSpan.FromSeconds(1);
+
+    private sealed class Entry(ReplicaLoad load, DateTime seenAt)
+    {
+        public ReplicaLoad Load { get; set; } = load;
+        public DateTime SeenAt { get; set; } = seenAt;
+        /// <summary>Candidates placed here and not yet released: exact and immediate, unlike the reported load,
+        /// which lags by up to a heartbeat (a burst of k picks happens within milliseconds).</summary>
+        public int Outstanding { get; set; }
+        public DateTime LastPickAt { get; set; }
+    }
+
+    private readonly Dictionary<string, Entry> _replicas = [];
+
+    public Task ReportAsync(string silo, IReadOnlyList<ReplicaLoad> replicas)
+    {
+        var now = DateTime.UtcNow;
+        foreach (var stale in _replicas.Keys.Where(k => k.StartsWith(silo + "/", StringComparison.Ordinal) && replicas.All(r => r.Replica != k)).ToList())
+            _replicas.Remove(stale);
+        foreach (var load in replicas)
+        {
+            if (_replicas.TryGetValue(load.Replica, out var entry))
+            {
+                entry.Load = load;
+                entry.SeenAt = now;
+                if (entry.Outstanding > load.Busy && now - entry.LastPickAt > ReconcileAfter) entry.Outstanding = load.Busy;
+            }
+            else _replicas[load.Replica] = new Entry(load, now);
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task<string?> PickAsync(IReadOnlyList<string> exclude)
+    {
+        var live = Live().Where(e => !exclude.Contains(e.Key)).Select(e => e.Value).ToList();
+        if (live.Count == 0) return Task.FromResult<string?>(null);
+        var chosen = options.Policy == ReplicaPlacementPolicy.TwoChoices ? TwoChoices(live) : LeastLoaded(live);
+        chosen.Outstanding++;
+        chosen.LastPickAt = DateTime.UtcNow;
+        return Task.FromResult<string?>(chosen.Load.Replica);
+    }
+
+    public Task ReleaseAsync(string replica)
+    {
+        if (_replicas.TryGetValue(replica, out var entry) && entry.Outstanding > 0) entry.Outstanding--;
+        return Task.CompletedTask;
+    }
+
+    private static Entry LeastLoaded(List<Entry> live)
+    {
+        double least = live.Min(Busy);
+        var best = live.Where(e => Busy(e) == least).ToList();
+        return best[Random.Shared.Next(best.Count)];
+    }
+
+    private static Entry TwoChoices(List<Entry> live)
+    {
+        if (live.Count == 1) return live[0];
+        int a = Random.Shared.Next(live.Count), b = Random.Shared.Next(live.Count - 1);
+        if (b >= a) b++;
+        double busyA = Busy(live[a]), busyB = Busy(live[b]);
+        return busyA < busyB || (busyA == busyB && Random.Shared.Next(2) == 0) ? live[a] : live[b];
+    }
+
+    public Task<IReadOnlyList<ReplicaLoad>> ListAsync() =>
+        Task.FromResult<IReadOnlyList<ReplicaLoad>>(Live().Select(e => e.Value.Load).OrderBy(l => l.Replica, StringComparer.Ordinal).ToList());
+
+    public Task ForgetAsync(string replica)
+    {
+        _replicas.Remove(replica);
+        return Task.CompletedTask;
+    }
+
+    private IEnumerable<KeyValuePair<string, Entry>> Live()
+    {
+        var cutoff = DateTime.UtcNow - LivenessWindow;
+        return _replicas.Where(e => e.Value.SeenAt >= cutoff);
+    }
+
+    /// <summary>Busy sequences per slot, so a replica with a bigger batch takes proportionally more.</summary>
+    private static double Busy(Entry e) => Math.Max(e.Load.Busy, e.Outstanding) / (double)Math.Max(1, e.Load.Slots);
+}

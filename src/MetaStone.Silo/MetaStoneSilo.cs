@@ -1,0 +1,118 @@
+using System.Net;
+using MetaStone.Grains;
+using MetaStone.Grains.Engines;
+using MetaStone.Grains.Jobs;
+using MetaStone.Model;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using StackExchange.Redis;
+
+namespace MetaStone.Silo;
+
+/// <summary>
+/// Builds and starts a MetaStone silo: models are loaded onto their devices first, then the silo joins the
+/// cluster, so it is never offered work it cannot do. Used by the silo executable, <c>metastone silo</c> and the
+/// embedded single-process mode of <c>metastone ask</c>.
+/// </summary>
+public static class MetaStoneSilo
+{
+    public static async Task<IHost> StartAsync(SiloSettings settings, Action<ILoggingBuilder>? logging = null, CancellationToken cancellationToken = default)
+    {
+        settings.Validate();
+        ConnectionMultiplexer? redis = settings.Redis is null ? null : await RedisConnection.ConnectAsync(settings.Redis);
+        var engines = LoadEngines(settings);
+        try
+        {
+            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ApplicationName = "MetaStone.Silo" });
+            builder.Logging.ClearProviders();
+            builder.Logging.SetMinimumLevel(LogLevel.Warning);
+            builder.Logging.AddFilter("MetaStone", LogLevel.Information);
+            if (logging is null) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+            else logging(builder.Logging);
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+            builder.UseOrleans(silo => Configure(silo, settings, redis, engines));
+            var host = builder.Build();
+            await host.StartAsync(cancellationToken);
+            return host;
+        }
+        catch
+        {
+            engines.Dispose();
+            redis?.Dispose();
+            throw;
+        }
+    }
+
+    private static void Configure(ISiloBuilder silo, SiloSettings settings, ConnectionMultiplexer? redis, ReplicaEngines engines)
+    {
+        silo.Configure<ClusterOptions>(o => { o.ClusterId = settings.ClusterId; o.ServiceId = settings.ServiceId; });
+        silo.Configure<SiloOptions>(o => o.SiloName = settings.Name);
+        if (redis is null)
+        {
+            silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort,
+                settings.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
+                settings.ServiceId, settings.ClusterId);
+            silo.Services.AddSingleton<IJobStore, InMemoryJobStore>();
+        }
+        else
+        {
+            silo.ConfigureEndpoints(IPAddress.Parse(settings.AdvertisedAddress), settings.SiloPort, settings.GatewayPort);
+            silo.UseRedisClustering(o =>
+            {
+                o.ConfigurationOptions = ConfigurationOptions.Parse(settings.Redis!);
+                o.CreateMultiplexer = _ => Task.FromResult<(IConnectionMultiplexer, bool)>((redis, true));
+                // Rows of silos from earlier runs of a throw-away cluster expire instead of being probed for 90 s.
+                if (settings.FastFailureDetection) o.EntryExpiry = TimeSpan.FromMinutes(10);
+            });
+            silo.Services.AddSingleton<IJobStore>(new RedisJobStore(redis, settings.ServiceId, settings.JobRetention));
+            silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
+        }
+        if (settings.FastFailureDetection)
+        {
+            // Values from Orleans' own SilosStopTests: a killed silo is declared dead within a few seconds.
+            silo.Configure<ClusterMembershipOptions>(o =>
+            {
+                o.ProbeTimeout = TimeSpan.FromSeconds(1);
+                o.NumMissedProbesLimit = 1;
+                o.NumVotesForDeathDeclaration = 1;
+                o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
+                o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
+                o.DeathVoteExpirationTimeout = TimeSpan.FromSeconds(10);
+            });
+        }
+        silo.Services.AddSingleton(engines);
+        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)));
+    }
+
+    /// <summary>Loads one engine per device, before the silo joins the cluster.</summary>
+    public static ReplicaEngines LoadEngines(SiloSettings settings)
+    {
+        if (settings.ComputeThreads > 0) TorchSharp.torch.set_num_threads(settings.ComputeThreads);
+        var loaded = new List<ICandidateEngine>();
+        try
+        {
+            foreach (var device in settings.DeviceList)
+            {
+                loaded.Add(settings.Engine switch
+                {
+                    "model" => ReflectiveModelEngine.LoadFrom(settings.Model!, new ModelLoadOptions
+                    {
+                        Device = device, MaxBatch = settings.MaxBatch, MaxSequenceLength = settings.MaxSequenceLength,
+                    }),
+                    "instant" => new SimulatedEngine(device, TimeSpan.Zero, TimeSpan.Zero, settings.SimulatedTokens, settings.MaxBatch),
+                    _ => new SimulatedEngine(device, TimeSpan.FromMilliseconds(settings.SimulatedStepMilliseconds),
+                        TimeSpan.FromMilliseconds(settings.SimulatedPerSequenceMilliseconds), settings.SimulatedTokens, settings.MaxBatch),
+                });
+            }
+        }
+        catch
+        {
+            foreach (var engine in loaded) engine.Dispose();
+            throw;
+        }
+        return new ReplicaEngines(settings.Name, loaded);
+    }
+}

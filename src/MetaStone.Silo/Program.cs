@@ -1,0 +1,28 @@
+using MetaStone.Silo;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+
+// The silo executable: settings from MetaStone__* / Orleans__* environment variables or --MetaStone:Key=value arguments.
+var configuration = new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(args).Build();
+var settings = SiloSettings.FromConfiguration(configuration);
+IHost host;
+try
+{
+    host = await MetaStoneSilo.StartAsync(settings);
+}
+catch (Exception e) when (e is ArgumentException or InvalidOperationException or DirectoryNotFoundException or FileNotFoundException or InvalidDataException)
+{
+    Console.Error.WriteLine($"metastone silo {settings.Name}: cannot start: {e.Message}");
+    return 2;
+}
+catch (Exception e)
+{
+    // Anything else (a port in use, a broken model file the loader did not classify): one line, not a stack dump.
+    Console.Error.WriteLine($"metastone silo {settings.Name}: cannot start: {e.GetType().Name}: {e.Message}");
+    return 1;
+}
+// Tests and scripts wait for this line: the models are loaded and the silo is active in the cluster.
+Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
+await host.WaitForShutdownAsync();
+host.Dispose();
+return 0;

@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Configuration;
+
+namespace MetaStone.Silo;
+
+/// <summary>
+/// Everything a MetaStone silo needs, bound from the <c>MetaStone</c> configuration section
+/// (environment <c>MetaStone__Model=…</c>, command line <c>--MetaStone:Model=…</c>); the usual Orleans keys
+/// (<c>Orleans__Name</c>, <c>Orleans__ClusterId</c>, <c>Orleans__ServiceId</c>, <c>Orleans__Endpoints__…</c>) are honoured as fallbacks.
+/// </summary>
+public sealed class SiloSettings
+{
+    /// <summary>Silo name; replica grains are keyed and placed by it, so it must be unique in the cluster.</summary>
+    public string Name { get; set; } = $"silo-{Environment.MachineName}-{Environment.ProcessId}";
+    /// <summary>Model directory (Hugging Face layout). Required for the <c>model</c> engine.</summary>
+    public string? Model { get; set; }
+    /// <summary>Comma-separated devices, one replica each: cpu, cuda:0, cuda:1…</summary>
+    public string Devices { get; set; } = "cpu";
+    /// <summary>model (the real engine), instant or simulated (benchmark engines that burn no CPU).</summary>
+    public string Engine { get; set; } = "model";
+    /// <summary>Redis connection string (host:port,…). Null: localhost development clustering and in-memory jobs.</summary>
+    public string? Redis { get; set; }
+    public string ClusterId { get; set; } = "metastone";
+    public string ServiceId { get; set; } = "metastone";
+    public int SiloPort { get; set; } = 11111;
+    public int GatewayPort { get; set; } = 30000;
+    /// <summary>The address other silos and clients dial; loopback unless the cluster spans machines.</summary>
+    public string AdvertisedAddress { get; set; } = "127.0.0.1";
+    /// <summary>Localhost clustering with several silos: the silo port of the first one.</summary>
+    public int? PrimarySiloPort { get; set; }
+    public int MaxBatch { get; set; } = 32;
+    public int MaxSequenceLength { get; set; } = 2048;
+    /// <summary>Intra-op threads of the torch engine (0 = torch's default).</summary>
+    public int ComputeThreads { get; set; }
+    /// <summary>Declare a silo dead after about two seconds of silence (tests and benchmarks on one machine).</summary>
+    public bool FastFailureDetection { get; set; }
+    public TimeSpan JobRetention { get; set; } = TimeSpan.FromDays(7);
+    /// <summary>least-loaded (default) or two-choices; the same on every silo of a cluster.</summary>
+    public string Placement { get; set; } = "least-loaded";
+    /// <summary>Simulated engine: fixed latency of one batched decode step.</summary>
+    public double SimulatedStepMilliseconds { get; set; } = 20;
+    /// <summary>Simulated engine: extra latency per sequence in the batch.</summary>
+    public double SimulatedPerSequenceMilliseconds { get; set; } = 0.5;
+    /// <summary>Simulated engine: tokens generated per candidate.</summary>
+    public int SimulatedTokens { get; set; } = 64;
+
+    public static SiloSettings FromConfiguration(IConfiguration configuration)
+    {
+        var settings = new SiloSettings();
+        if (configuration["Orleans:Name"] is { Length: > 0 } name) settings.Name = name;
+        if (configuration["Orleans:ClusterId"] is { Length: > 0 } cluster) settings.ClusterId = cluster;
+        if (configuration["Orleans:ServiceId"] is { Length: > 0 } service) settings.ServiceId = service;
+        if (int.TryParse(configuration["Orleans:Endpoints:SiloPort"], out int siloPort)) settings.SiloPort = siloPort;
+        if (int.TryParse(configuration["Orleans:Endpoints:GatewayPort"], out int gatewayPort)) settings.GatewayPort = gatewayPort;
+        if (configuration["Orleans:Endpoints:AdvertisedIPAddress"] is { Length: > 0 } address) settings.AdvertisedAddress = address;
+        configuration.GetSection("MetaStone").Bind(settings);
+        return settings;
+    }
+
+    public IReadOnlyList<string> DeviceList => Devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Name) || Name.Contains('/')) throw new ArgumentException($"silo name '{Name}' must be non-empty and contain no '/'");
+        if (DeviceList.Count == 0) throw new ArgumentException("no device given (e.g. --device cpu)");
+        if (DeviceList.Distinct().Count() != DeviceList.Count) throw new ArgumentException($"device list '{Devices}' names a device twice");
+        if (Engine is not ("model" or "instant" or "simulated")) throw new ArgumentException($"unknown engine '{Engine}' (valid: model, instant, simulated)");
+        if (Engine == "model" && string.IsNullOrWhiteSpace(Model)) throw new ArgumentException("no model directory given (MetaStone:Model / --model)");
+        if (Engine == "model" && !Directory.Exists(Model)) throw new ArgumentException($"model directory not found: {Model}");
+        if (!System.Net.IPAddress.TryParse(AdvertisedAddress, out _)) throw new ArgumentException($"advertised address '{AdvertisedAddress}' is not an IP address");
+        if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
+        MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
+        if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
+    }
+}

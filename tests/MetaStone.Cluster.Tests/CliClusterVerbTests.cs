@@ -1,0 +1,67 @@
+using System.CommandLine;
+using System.Text.Json;
+using MetaStone.Cli;
+using MetaStone.Cluster.Tests.Infrastructure;
+
+namespace MetaStone.Cluster.Tests;
+
+/// <summary>The <c>metastone</c> cluster verbs end to end: embedded ask, and submit / status / result / cancel against real silos.</summary>
+[Collection(ProcessClusterCollection.Name)]
+public sealed class CliClusterVerbTests(ProcessClusterFixture cluster)
+{
+    private static async Task<(int ExitCode, string Output)> RunAsync(params string[] args)
+    {
+        using var output = new StringWriter();
+        int code = await CliRootCommand.Create().Parse(args).InvokeAsync(new InvocationConfiguration { Output = output });
+        return (code, output.ToString());
+    }
+
+    [Fact]
+    public async Task AskWithoutAClusterRunsAnEmbeddedSiloAndPrintsTheWinner()
+    {
+        var (code, output) = await RunAsync("ask", TestModel.Prompt(), "--model", TestModel.Directory, "--k", "4", "--max-new-tokens", "8", "--json");
+        Assert.Equal(0, code);
+        using var json = JsonDocument.Parse(output);
+        var candidates = json.RootElement.GetProperty("candidates").EnumerateArray().ToList();
+        Assert.Equal(4, candidates.Count);
+        int winner = json.RootElement.GetProperty("winnerIndex").GetInt32();
+        Assert.Equal(candidates.Max(c => c.GetProperty("score").GetDouble()), candidates[winner].GetProperty("score").GetDouble());
+
+        var (text, table) = await RunAsync("ask", TestModel.Prompt(), "--model", TestModel.Directory, "--effort", "low", "--max-new-tokens", "8");
+        Assert.Equal(0, text);
+        Assert.Contains("answer:", table);
+        Assert.Contains("   #        seed   score", table);
+    }
+
+    [Fact]
+    public async Task BadAskArgumentsExitWithCode2()
+    {
+        Assert.Equal(2, (await RunAsync("ask", TestModel.Prompt(), "--model", TestModel.Directory, "--k", "0")).ExitCode);
+        Assert.Equal(2, (await RunAsync("ask", TestModel.Prompt(), "--model", TestModel.Directory, "--effort", "extreme")).ExitCode);
+        Assert.Equal(2, (await RunAsync("ask", "hello", "--model", "/nonexistent/model")).ExitCode);
+        Assert.Equal(2, (await RunAsync("status", "some-job")).ExitCode); // no cluster named
+    }
+
+    [Fact]
+    public async Task SubmitStatusResultAndCancelWorkAgainstACluster()
+    {
+        string[] where = ["--cluster", cluster.Redis.ConnectionString, "--cluster-id", cluster.ClusterId];
+        var (submitted, id) = await RunAsync(["submit", TestModel.Prompt(9), "--effort", "low", "--max-new-tokens", "8", .. where]);
+        Assert.Equal(0, submitted);
+        string jobId = id.Trim();
+        var (waited, resultJson) = await RunAsync(["result", jobId, "--wait", "--json", .. where]);
+        Assert.Equal(0, waited);
+        using (var result = JsonDocument.Parse(resultJson))
+            Assert.Equal(2, result.RootElement.GetProperty("candidates").GetArrayLength());
+        var (statusCode, status) = await RunAsync(["status", jobId, "--json", .. where]);
+        Assert.Equal(0, statusCode);
+        using (var s = JsonDocument.Parse(status)) Assert.Equal("completed", s.RootElement.GetProperty("state").GetString());
+
+        var (_, longId) = await RunAsync(["submit", TestModel.Prompt(10), "--effort", "high", "--max-new-tokens", "200", .. where]);
+        var (cancelCode, cancelled) = await RunAsync(["cancel", longId.Trim(), "--json", .. where]);
+        Assert.Equal(0, cancelCode);
+        using (var c = JsonDocument.Parse(cancelled)) Assert.Equal("cancelled", c.RootElement.GetProperty("state").GetString());
+
+        Assert.Equal(1, (await RunAsync(["status", "no-such-job", .. where])).ExitCode);
+    }
+}

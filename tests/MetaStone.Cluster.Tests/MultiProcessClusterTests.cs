@@ -1,0 +1,217 @@
+using System.Diagnostics;
+using MetaStone.Client;
+using MetaStone.Cluster.Tests.Infrastructure;
+using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace MetaStone.Cluster.Tests;
+
+/// <summary>A real redis-server and three real MetaStone.Silo processes clustered through it.</summary>
+public sealed class ProcessClusterFixture : IAsyncLifetime
+{
+    public RedisServer Redis { get; private set; } = null!;
+    public string ClusterId { get; } = "proc-" + Guid.NewGuid().ToString("N")[..8];
+    public List<SiloProcess> Silos { get; } = [];
+    public ClusterConnection Connection => new(Redis.ConnectionString, ClusterId, ClusterId);
+    public RedisJobStore Store => new(Redis.Connection, ClusterId, TimeSpan.FromDays(7));
+
+    public async Task InitializeAsync()
+    {
+        Redis = await RedisServer.StartAsync();
+        var started = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => SiloProcess.StartAsync($"node{i}-cpu", Redis.ConnectionString, ClusterId)));
+        Silos.AddRange(started);
+    }
+
+    /// <summary>Replaces a killed silo with a fresh process of the same name, so every test starts with three.</summary>
+    public async Task ReviveAsync(SiloProcess dead)
+    {
+        Silos.Remove(dead);
+        await dead.DisposeAsync();
+        Silos.Add(await SiloProcess.StartAsync(dead.Name, Redis.ConnectionString, ClusterId));
+    }
+
+    public async Task<MetaStoneClient> ConnectedClientAsync(int replicas = 3)
+    {
+        var client = await MetaStoneClient.ConnectAsync(Connection);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await client.GetReplicasAsync()).Count < replicas && DateTime.UtcNow < deadline) await Task.Delay(200);
+        return client;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var silo in Silos) await silo.DisposeAsync();
+        await Redis.DisposeAsync();
+    }
+}
+
+/// <summary>One process cluster shared by every test class that needs one (starting three silos costs seconds).</summary>
+[CollectionDefinition(Name)]
+public sealed class ProcessClusterCollection : ICollectionFixture<ProcessClusterFixture>
+{
+    public const string Name = "process cluster";
+}
+
+[Collection(ProcessClusterCollection.Name)]
+public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITestOutputHelper output)
+{
+    /// <summary>Long enough (and batches small enough: 8 slots a silo) that a k = 32 job is still running when a silo is killed.</summary>
+    private static JobRequest LongHighEffortJob(int seed) =>
+        new() { Prompt = TestModel.Prompt(seed), Effort = "high", MaxNewTokens = 200, Temperature = 1.0, Seed = seed * 1000 };
+
+    [Fact]
+    public async Task KillingASiloDuringAHighEffortJobStillCompletesAll32CandidatesOnce()
+    {
+        await using var client = await cluster.ConnectedClientAsync();
+        string jobId = await client.SubmitAsync(LongHighEffortJob(1));
+        var status = await client.GetStatusAsync(jobId);
+        var victim = cluster.Silos.First(s => s.Name != status.CoordinatorSilo);
+        await WaitForFinishedAsync(client, jobId, 1);
+        var before = await client.GetStatusAsync(jobId);
+        Assert.Equal(JobState.Running, before.State);
+        var clock = Stopwatch.StartNew();
+        victim.KillHard();
+        output.WriteLine($"killed {victim.Name} (coordinator on {status.CoordinatorSilo}) with {before.Finished}/32 candidates done");
+
+        var result = await client.AwaitResultAsync(jobId);
+        output.WriteLine($"job completed {clock.ElapsedMilliseconds} ms after the kill; attempts > 1: {result.Candidates.Count(c => c.Attempts > 1)}");
+        AssertComplete(result);
+        await AssertStoredAsync(jobId);
+        await cluster.ReviveAsync(victim);
+    }
+
+    [Fact]
+    public async Task KillingTheCoordinatorsSiloResumesTheJobElsewhere()
+    {
+        await using var client = await cluster.ConnectedClientAsync();
+        string jobId = await client.SubmitAsync(LongHighEffortJob(2));
+        var status = await client.GetStatusAsync(jobId);
+        var victim = cluster.Silos.Single(s => s.Name == status.CoordinatorSilo);
+        await WaitForFinishedAsync(client, jobId, 1);
+        var before = await client.GetStatusAsync(jobId);
+        Assert.Equal(JobState.Running, before.State);
+        var clock = Stopwatch.StartNew();
+        victim.KillHard();
+        output.WriteLine($"killed coordinator silo {victim.Name} with {before.Finished}/32 candidates done");
+
+        var result = await client.AwaitResultAsync(jobId);
+        output.WriteLine($"job completed {clock.ElapsedMilliseconds} ms after the kill, coordinator runs: {result.CoordinatorRuns}");
+        AssertComplete(result);
+        Assert.True(result.CoordinatorRuns >= 2, "a second coordinator run resumed the job");
+        Assert.NotEqual(victim.Name, (await client.GetStatusAsync(jobId)).CoordinatorSilo);
+        await AssertStoredAsync(jobId);
+        await cluster.ReviveAsync(victim);
+    }
+
+    [Fact]
+    public async Task TwentyConcurrentJobsFromFourClientsAllComplete()
+    {
+        var clients = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => cluster.ConnectedClientAsync()));
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            var jobs = Enumerable.Range(0, 20).Select(i => clients[i % 4].RunAsync(
+                new JobRequest { Prompt = TestModel.Prompt(i), Effort = i % 2 == 0 ? "low" : "medium", MaxNewTokens = 12, Seed = i })).ToList();
+            var results = await Task.WhenAll(jobs);
+            output.WriteLine($"20 jobs in {clock.ElapsedMilliseconds} ms");
+            Assert.All(results.Select((r, i) => (r, i)), x => Assert.Equal(x.i % 2 == 0 ? 2 : 8, x.r.Candidates.Count));
+            Assert.Equal(20, results.Select(r => r.JobId).Distinct().Count());
+        }
+        finally
+        {
+            foreach (var c in clients) await c.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ACancelledJobFreesItsReplicasWithinASecond()
+    {
+        await using var client = await cluster.ConnectedClientAsync();
+        string jobId = await client.SubmitAsync(LongHighEffortJob(3) with { MaxNewTokens = 240 });
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while ((await client.GetReplicasAsync()).Sum(r => r.Busy) == 0 && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.True((await client.GetReplicasAsync()).Sum(r => r.Busy) > 0, "the job occupies replicas");
+
+        var clock = Stopwatch.StartNew();
+        var cancelled = await client.CancelAsync(jobId, "test cancels");
+        Assert.Equal(JobState.Cancelled, cancelled.State);
+        while ((await client.GetReplicasAsync()).Sum(r => r.Busy) > 0 && clock.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20);
+        output.WriteLine($"replicas idle {clock.ElapsedMilliseconds} ms after cancel");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"replicas were still busy {clock.ElapsedMilliseconds} ms after cancel");
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.AwaitResultAsync(jobId));
+        var stored = await cluster.Store.LoadAsync(jobId);
+        Assert.Equal(JobState.Cancelled, stored!.State);
+    }
+
+    [Fact]
+    public async Task AClientThatDisconnectsAndReconnectsGetsItsResult()
+    {
+        string jobId;
+        await using (var first = await cluster.ConnectedClientAsync())
+            jobId = await first.SubmitAsync(new JobRequest { Prompt = TestModel.Prompt(4), Effort = "medium", MaxNewTokens = 32, Seed = 4 });
+        await using var second = await cluster.ConnectedClientAsync();
+        var result = await second.AwaitResultAsync(jobId);
+        Assert.Equal(jobId, result.JobId);
+        Assert.Equal(8, result.Candidates.Count);
+        Assert.Equal(result.WinnerIndex, (await second.GetResultAsync(jobId))!.WinnerIndex);
+    }
+
+    [Fact]
+    public async Task BadRequestsGetClearErrorsAndNeverTakeASiloDown()
+    {
+        await using var client = await cluster.ConnectedClientAsync();
+        var ok = new JobRequest { Prompt = TestModel.Prompt(5), Effort = "low", MaxNewTokens = 8 };
+        Assert.Contains("prompt is empty", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Prompt = "  " }))).Message);
+        Assert.Contains("k = 0", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { K = 0 }))).Message);
+        Assert.Contains("k = 10000", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { K = 10_000 }))).Message);
+        Assert.Contains("unknown effort 'extreme'", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Effort = "extreme" }))).Message);
+        var tooLong = await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Prompt = string.Concat(Enumerable.Repeat("Compute 12 + 34 from left to right. ", 60)) }));
+        Assert.Contains("longer than the model's context", tooLong.Message);
+        var unknown = await Assert.ThrowsAsync<KeyNotFoundException>(() => client.GetStatusAsync("no-such-job"));
+        Assert.Contains("unknown job id 'no-such-job'", unknown.Message);
+        await Assert.ThrowsAsync<KeyNotFoundException>(() => client.AwaitResultAsync("no-such-job"));
+
+        Assert.All(cluster.Silos, s => Assert.False(s.HasExited, $"silo {s.Name} exited"));
+        var result = await client.RunAsync(ok);
+        Assert.Equal(2, result.Candidates.Count);
+    }
+
+    [Fact]
+    public async Task RedisDownAtStartIsAClearErrorForClientAndSilo()
+    {
+        string dead = $"127.0.0.1:{FreePorts.Next()}";
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => MetaStoneClient.ConnectAsync(new ClusterConnection(dead, "nobody", "nobody")));
+        Assert.Contains($"cannot reach Redis at '{dead}'", error.Message);
+
+        await using var silo = await SiloProcess.StartAsync("orphan", dead, "nobody", waitReady: false);
+        await silo.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(2, silo.ExitCode);
+        Assert.Contains("cannot reach Redis", silo.Output);
+    }
+
+    private static async Task WaitForFinishedAsync(MetaStoneClient client, string jobId, int finished)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while ((await client.GetStatusAsync(jobId)).Finished < finished && DateTime.UtcNow < deadline) await Task.Delay(10);
+    }
+
+    private static void AssertComplete(JobResult result)
+    {
+        Assert.Equal(32, result.Candidates.Count);
+        Assert.Equal(Enumerable.Range(0, 32), result.Candidates.Select(c => c.Index).Order());
+        Assert.All(result.Candidates, c => Assert.Equal(result.Request.Seed + c.Index, c.Seed));
+    }
+
+    private async Task AssertStoredAsync(string jobId)
+    {
+        var stored = await cluster.Store.LoadAsync(jobId);
+        Assert.NotNull(stored);
+        Assert.Equal(JobState.Completed, stored.State);
+        Assert.Equal(32, stored.Candidates.Count);
+        Assert.NotNull(stored.Result);
+        Assert.Equal(32, stored.Result.Candidates.Count);
+        Assert.False(await cluster.Redis.Connection.GetDatabase().SetContainsAsync(cluster.Store.RunningKey, jobId));
+    }
+}
