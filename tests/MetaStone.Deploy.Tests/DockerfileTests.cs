@@ -87,8 +87,8 @@ public sealed class DockerfileTests
     }
 
     [Theory]
-    [InlineData("Dockerfile.silo-gpu", "src/MetaStone.Silo", "cuda", "metastone-silo.dll")]
-    [InlineData("Dockerfile.silo-cpu", "src/MetaStone.Silo", "cpu", "metastone-silo.dll")]
+    [InlineData("Dockerfile.silo-gpu", "src/MetaStone.Silo", "cuda", "MetaStone.Silo.dll")]
+    [InlineData("Dockerfile.silo-cpu", "src/MetaStone.Silo", "cpu", "MetaStone.Silo.dll")]
     [InlineData("Dockerfile.client", "src/MetaStone.Cli", "cpu", "metastone.dll")]
     public void PublishesTheRightProjectWithTheRightBackend(string name, string project, string backend, string entryDll)
     {

@@ -11,22 +11,22 @@ public sealed record ArithmeticTaskOptions
     public int MinOps { get; init; } = 2;
 
     /// <summary>Most operations in a chain (inclusive). The count is drawn uniformly per problem, mixing difficulty.</summary>
-    public int MaxOps { get; init; } = 6;
+    public int MaxOps { get; init; } = 5;
 
     /// <summary>Smallest start value and '+'/'-' operand (inclusive).</summary>
     public long MinOperand { get; init; } = 10;
 
     /// <summary>Largest start value and '+'/'-' operand (inclusive).</summary>
-    public long MaxOperand { get; init; } = 999;
+    public long MaxOperand { get; init; } = 199;
 
     /// <summary>Smallest '*' operand (inclusive).</summary>
     public long MinMultiplier { get; init; } = 2;
 
     /// <summary>Largest '*' operand (inclusive); small so a multiplication step is one memorisable table lookup plus carries.</summary>
-    public long MaxMultiplier { get; init; } = 12;
+    public long MaxMultiplier { get; init; } = 9;
 
     /// <summary>Every running value v satisfies |v| &lt; MaxAbsValue; an operation that would break this is re-drawn.</summary>
-    public long MaxAbsValue { get; init; } = 100_000;
+    public long MaxAbsValue { get; init; } = 10_000;
 
     /// <summary>Throws when the options cannot produce a problem.</summary>
     public void Validate()

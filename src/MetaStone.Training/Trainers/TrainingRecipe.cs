@@ -20,7 +20,7 @@ public sealed record TrainingRecipe
     public double RopeTheta { get; init; } = 10000;
 
     // Policy: next-token training on reference solutions (loss on the response only).
-    public int PolicySteps { get; init; } = 1500;
+    public int PolicySteps { get; init; } = 1200;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 2e-3;
     public double MinLearningRate { get; init; } = 1e-4;
