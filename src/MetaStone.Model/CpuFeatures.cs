@@ -8,7 +8,10 @@ public static class CpuFeatures
     public static IReadOnlySet<string> All => Flags.Value;
 
     /// <summary>bf16 matrix products are fast only with AVX512-BF16 or AMX; elsewhere they are slower than fp32.</summary>
-    public static bool HasFastBf16 => Flags.Value.Contains("avx512_bf16") || Flags.Value.Contains("amx_bf16");
+    public static bool HasFastBf16 => IsFastBf16(Flags.Value);
+
+    /// <summary>The same rule for a given flag set (e.g. a cpuinfo file the doctor was pointed at).</summary>
+    public static bool IsFastBf16(IReadOnlySet<string> flags) => flags.Contains("avx512_bf16") || flags.Contains("amx_bf16");
 
     private static HashSet<string> ReadFlags()
     {

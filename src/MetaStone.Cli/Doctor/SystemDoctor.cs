@@ -233,7 +233,7 @@ public sealed class SystemDoctor
         var present = ReportedCpuFlags.Where(flags.Contains).ToList();
         var absent = ReportedCpuFlags.Where(flag => !flags.Contains(flag)).ToList();
         var listing = $"has: {(present.Count == 0 ? "none" : string.Join(' ', present))}; lacks: {(absent.Count == 0 ? "none" : string.Join(' ', absent))}";
-        var fastBf16 = flags.Contains("avx512_bf16") || flags.Contains("amx_bf16");
+        var fastBf16 = MetaStone.Model.CpuFeatures.IsFastBf16(flags);
         if (!flags.Contains("avx2"))
             return new DoctorCheck("cpu-features", DoctorStatus.Warn, listing,
                 "Without AVX2 libtorch falls back to slow generic kernels; expect very low tokens/s. Use fp32 and a newer x86-64 CPU.");
