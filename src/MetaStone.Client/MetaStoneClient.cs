@@ -142,6 +142,57 @@ public sealed class MetaStoneClient : IAsyncDisposable
 
     public static string NewJobId() => Guid.NewGuid().ToString("N")[..16];
 
+    /// <summary>Starts a sweep (persisted once this returns), or resumes the sweep with this id and the same settings.</summary>
+    /// <exception cref="ArgumentException">The request is invalid, or the id belongs to a sweep with other settings.</exception>
+    public Task<SweepStatus> StartSweepAsync(string sweepId, SweepRequest request, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Sweep(sweepId).StartAsync(request), cancellationToken);
+
+    /// <exception cref="KeyNotFoundException">No such sweep.</exception>
+    public Task<SweepStatus> GetSweepStatusAsync(string sweepId, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Sweep(sweepId).GetStatusAsync(), cancellationToken);
+
+    public Task<SweepRequest> GetSweepRequestAsync(string sweepId, CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Sweep(sweepId).GetRequestAsync(), cancellationToken);
+
+    public Task<SweepStatus> CancelSweepAsync(string sweepId, string reason = "cancelled by the client", CancellationToken cancellationToken = default) =>
+        RetryAsync(() => Sweep(sweepId).CancelAsync(reason), cancellationToken);
+
+    /// <summary>The sweep's status each time more items finished, until it ends (the last status is terminal).</summary>
+    public async IAsyncEnumerable<SweepStatus> WatchSweepAsync(string sweepId, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        int after = -1;
+        while (true)
+        {
+            var status = await RetryAsync(() => Sweep(sweepId).WaitForProgressAsync(after, TimeSpan.FromSeconds(10), cancellationToken), cancellationToken);
+            if (status.FinishedItems > after || status.IsTerminal)
+            {
+                after = status.FinishedItems;
+                yield return status;
+            }
+            if (status.IsTerminal) yield break;
+        }
+    }
+
+    /// <summary>Every finished item of a sweep, read in pages.</summary>
+    public async Task<IReadOnlyList<SweepItemResult>> GetSweepItemsAsync(string sweepId, CancellationToken cancellationToken = default)
+    {
+        const int page = 200;
+        var all = new List<SweepItemResult>();
+        while (true)
+        {
+            int offset = all.Count;
+            var items = await RetryAsync(() => Sweep(sweepId).GetItemsAsync(offset, page), cancellationToken);
+            all.AddRange(items);
+            if (items.Count < page) return all;
+        }
+    }
+
+    private ISweepGrain Sweep(string sweepId)
+    {
+        if (string.IsNullOrWhiteSpace(sweepId)) throw new ArgumentException("the sweep id is empty");
+        return _grains.GetGrain<ISweepGrain>(sweepId);
+    }
+
     private ICoordinatorGrain Coordinator(string jobId)
     {
         if (string.IsNullOrWhiteSpace(jobId)) throw new ArgumentException("the job id is empty");

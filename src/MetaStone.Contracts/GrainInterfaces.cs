@@ -66,6 +66,10 @@ public interface IReplicaGrain : IGrainWithStringKey
 
     [Alias("GetLoad")]
     Task<ReplicaLoad> GetLoadAsync();
+
+    /// <summary>The model this replica serves (name, parameter counts): what a sweep counts compute with.</summary>
+    [Alias("DescribeModel")]
+    Task<ModelInfo> DescribeModelAsync();
 }
 
 /// <summary>Cluster-wide list of replicas with their last reported load (singleton, key 0).</summary>

@@ -1,4 +1,5 @@
 using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
 using Microsoft.Extensions.Logging;
 
 namespace MetaStone.Grains;
@@ -9,7 +10,7 @@ namespace MetaStone.Grains;
 /// (job, index, seed): a repeated call (a resumed coordinator) joins the generation in flight or gets the result.
 /// </summary>
 [Reentrant]
-public sealed class CandidateGrain(ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
+public sealed class CandidateGrain(IJobStore store, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
     /// <summary>Replicas tried per candidate before the candidate fails.</summary>
     public const int MaxAttempts = 6;
@@ -41,6 +42,8 @@ public sealed class CandidateGrain(ILogger<CandidateGrain> logger) : Grain, ICan
 
     private async Task<CandidateResult> RunAsync(CandidateWork work, CancellationToken cancellationToken)
     {
+        // A replica may have finished this candidate for a caller that died since: take it rather than generate it again.
+        if (await store.LoadCandidateAsync(work.JobId, work.Index) is { } stored && stored.Seed == work.Seed) return stored;
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
         var tried = new List<string>();
         var waitingSince = DateTime.UtcNow;

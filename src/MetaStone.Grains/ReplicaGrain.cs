@@ -1,5 +1,7 @@
 using MetaStone.Contracts;
 using MetaStone.Grains.Engines;
+using MetaStone.Grains.Jobs;
+using Microsoft.Extensions.Logging;
 using MetaStone.Grains.Placement;
 using Orleans.Runtime;
 
@@ -10,7 +12,7 @@ namespace MetaStone.Grains;
 /// batches them, so the grain never serializes generation.
 /// </summary>
 [Reentrant, ReplicaPlacement]
-public sealed class ReplicaGrain(ReplicaEngines engines, ILocalSiloDetails silo) : Grain, IReplicaGrain
+public sealed class ReplicaGrain(ReplicaEngines engines, IJobStore store, ILocalSiloDetails silo, ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
 {
     private ICandidateEngine? _engine;
 
@@ -28,11 +30,17 @@ public sealed class ReplicaGrain(ReplicaEngines engines, ILocalSiloDetails silo)
 
     public async Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken)
     {
-        var result = await Engine.GenerateAsync(work, cancellationToken);
-        return result with { Replica = this.GetPrimaryKeyString() };
+        var result = await Engine.GenerateAsync(work, cancellationToken) with { Replica = this.GetPrimaryKeyString() };
+        // Persist at the source: if the caller's silo died while this ran, the candidate is still kept, and a
+        // resumed job finds it instead of generating it again.
+        try { await store.RecordGeneratedAsync(work.JobId, result); }
+        catch (Exception e) { logger.LogWarning("candidate {Index} of job {Job}: recording it failed ({Error}); the coordinator stores it instead", work.Index, work.JobId, e.Message); }
+        return result;
     }
 
     public Task<PromptCheck> CheckPromptAsync(JobRequest request) => Task.FromResult(Engine.CheckPrompt(request));
+
+    public Task<ModelInfo> DescribeModelAsync() => Task.FromResult(Engine.Model);
 
     public Task<ReplicaLoad> GetLoadAsync() => Task.FromResult(LoadOf(this.GetPrimaryKeyString(), Engine));
 

@@ -1,6 +1,7 @@
 using MetaStone.Contracts;
 using MetaStone.Grains.Engines;
 using MetaStone.Grains.Jobs;
+using MetaStone.Grains.Sweeps;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
 
@@ -42,10 +43,10 @@ public sealed class ReplicaHeartbeat(ReplicaEngines engines, IGrainFactory grain
 }
 
 /// <summary>
-/// Makes sure no accepted job is lost: every two seconds, each running job in the store whose coordinator lease
-/// has lapsed (its silo died) gets its coordinator grain poked, which activates on a live silo and resumes it.
+/// Makes sure no accepted job or sweep is lost: every two seconds, each running job (and sweep) in the store whose
+/// lease has lapsed (its silo died) gets its grain poked, which activates on a live silo and resumes it.
 /// </summary>
-public sealed class JobRecoverySweep(IJobStore store, IGrainFactory grains, ILogger<JobRecoverySweep> logger)
+public sealed class JobRecoverySweep(IJobStore store, ISweepStore sweeps, IGrainFactory grains, ILogger<JobRecoverySweep> logger)
     : ILifecycleParticipant<ISiloLifecycle>
 {
     public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
@@ -70,6 +71,14 @@ public sealed class JobRecoverySweep(IJobStore store, IGrainFactory grains, ILog
                     logger.LogWarning("job {Job} has no live coordinator: resuming it", jobId);
                     _ = grains.GetGrain<ICoordinatorGrain>(jobId).ResumeAsync().ContinueWith(
                         t => logger.LogDebug("resume of job {Job} failed (retried next sweep): {Error}", jobId, t.Exception?.GetBaseException().Message),
+                        TaskContinuationOptions.OnlyOnFaulted);
+                }
+                foreach (var sweepId in await sweeps.RunningSweepsAsync())
+                {
+                    if (await sweeps.HasLeaseAsync(sweepId)) continue;
+                    logger.LogWarning("sweep {Sweep} has no live grain: resuming it", sweepId);
+                    _ = grains.GetGrain<ISweepGrain>(sweepId).ResumeAsync().ContinueWith(
+                        t => logger.LogDebug("resume of sweep {Sweep} failed (retried next sweep): {Error}", sweepId, t.Exception?.GetBaseException().Message),
                         TaskContinuationOptions.OnlyOnFaulted);
                 }
             }

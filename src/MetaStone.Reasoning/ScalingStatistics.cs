@@ -1,7 +1,31 @@
 namespace MetaStone.Reasoning;
 
 /// <summary>One sampled candidate of one problem, as the evaluation sees it.</summary>
-public readonly record struct GradedCandidate(double Score, string? Answer, bool Correct, int ThinkingTokens = 0);
+/// <param name="Steps">Reasoning steps the SPRM head scored in it (what the head's compute is counted by).</param>
+public readonly record struct GradedCandidate(double Score, string? Answer, bool Correct, int ThinkingTokens = 0, int Steps = 0);
+
+/// <summary>What one group of k candidates scores under every selection method (1 = the chosen answer is correct).</summary>
+public readonly record struct GroupOutcome(double SprmBestOfN, double MajorityVote, double SprmWeightedVote, double RandomPick, double OraclePassAtK,
+    int ThinkingTokens, int Steps)
+{
+    public static GroupOutcome Of(IReadOnlyList<GradedCandidate> group)
+    {
+        if (group.Count == 0) throw new ArgumentException("a group needs at least one candidate", nameof(group));
+        var scored = new ScoredCandidate[group.Count];
+        for (int i = 0; i < group.Count; i++) scored[i] = new ScoredCandidate(i, group[i].Score, group[i].Answer);
+        double Hit(SelectionMethod m) => group[CandidateSelection.SelectWinner(scored, m)].Correct ? 1 : 0;
+        int correct = 0, tokens = 0, steps = 0;
+        foreach (var c in group)
+        {
+            if (c.Correct) correct++;
+            tokens += c.ThinkingTokens;
+            steps += c.Steps;
+        }
+        return new GroupOutcome(Hit(SelectionMethod.SprmBestOfN), Hit(SelectionMethod.MajorityVote), Hit(SelectionMethod.SprmWeightedVote),
+            correct / (double)group.Count, // expected accuracy of a uniform random pick
+            correct > 0 ? 1 : 0, tokens, steps);
+    }
+}
 
 /// <summary>Accuracy of each selection method at one k, averaged over problems and groups.</summary>
 public sealed record KAccuracy(int K, double SprmBestOfN, double MajorityVote, double SprmWeightedVote, double RandomPick, double OraclePassAtK, int Groups, double MeanThinkingTokens);
@@ -37,13 +61,13 @@ public static class ScalingStatistics
             double pb = 0, pm = 0, pw = 0, pr = 0, po = 0, pt = 0;
             foreach (var group in groups)
             {
-                var scored = group.Select((c, i) => new ScoredCandidate(i, c.Score, c.Answer)).ToList();
-                pb += group[CandidateSelection.SelectWinner(scored, SelectionMethod.SprmBestOfN)].Correct ? 1 : 0;
-                pm += group[CandidateSelection.SelectWinner(scored, SelectionMethod.MajorityVote)].Correct ? 1 : 0;
-                pw += group[CandidateSelection.SelectWinner(scored, SelectionMethod.SprmWeightedVote)].Correct ? 1 : 0;
-                pr += group.Count(c => c.Correct) / (double)group.Count; // expected accuracy of a uniform random pick
-                po += group.Any(c => c.Correct) ? 1 : 0;
-                pt += group.Sum(c => c.ThinkingTokens);
+                var outcome = GroupOutcome.Of(group);
+                pb += outcome.SprmBestOfN;
+                pm += outcome.MajorityVote;
+                pw += outcome.SprmWeightedVote;
+                pr += outcome.RandomPick;
+                po += outcome.OraclePassAtK;
+                pt += outcome.ThinkingTokens;
             }
             int n = groups.Count;
             bon += pb / n; maj += pm / n; wv += pw / n; rnd += pr / n; oracle += po / n; tokens += pt / n;

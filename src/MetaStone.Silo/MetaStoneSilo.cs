@@ -2,6 +2,7 @@ using System.Net;
 using MetaStone.Grains;
 using MetaStone.Grains.Engines;
 using MetaStone.Grains.Jobs;
+using MetaStone.Grains.Sweeps;
 using MetaStone.Model;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -56,6 +57,7 @@ public static class MetaStoneSilo
                 settings.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
                 settings.ServiceId, settings.ClusterId);
             silo.Services.AddSingleton<IJobStore, InMemoryJobStore>();
+            silo.Services.AddSingleton<ISweepStore, InMemorySweepStore>();
         }
         else
         {
@@ -68,6 +70,7 @@ public static class MetaStoneSilo
                 if (settings.FastFailureDetection) o.EntryExpiry = TimeSpan.FromMinutes(10);
             });
             silo.Services.AddSingleton<IJobStore>(new RedisJobStore(redis, settings.ServiceId, settings.JobRetention));
+            silo.Services.AddSingleton<ISweepStore>(new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention));
             silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
         }
         if (settings.FastFailureDetection)

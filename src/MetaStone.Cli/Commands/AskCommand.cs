@@ -1,11 +1,6 @@
 using System.CommandLine;
 using MetaStone.Cli.Cluster;
-using MetaStone.Cli.Training;
 using MetaStone.Client;
-using MetaStone.Silo;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Orleans;
 
 namespace MetaStone.Cli.Commands;
 
@@ -31,24 +26,14 @@ public sealed class AskCommand : ICliVerb
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(async () =>
         {
             var request = job.Request(parse);
-            IHost? embedded = null;
+            EmbeddedCluster? embedded = null;
             MetaStoneClient client;
             if (cluster.Connection(parse) is { } connection)
-            {
                 client = await MetaStoneClient.ConnectAsync(connection, cancellationToken);
-            }
             else
             {
-                string dir = parse.GetValue(model) ?? RepoPaths.DefaultModel;
-                if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json")))
-                    throw new ArgumentException($"model not found: {dir} (train the tiny model with 'metastone train', pass --model DIR, or name a cluster with --cluster)");
-                Console.Error.WriteLine($"starting an embedded silo with {dir} …");
-                embedded = await MetaStoneSilo.StartAsync(new SiloSettings
-                {
-                    Name = "embedded", Model = dir, Devices = parse.GetValue(device)!, ClusterId = "embedded-" + Environment.ProcessId,
-                    SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
-                }, logging => { }, cancellationToken);
-                client = MetaStoneClient.FromGrainFactory(embedded.Services.GetRequiredService<IClusterClient>());
+                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, maxBatch: 32, cancellationToken);
+                client = embedded.Client;
             }
             try
             {
@@ -70,12 +55,8 @@ public sealed class AskCommand : ICliVerb
             }
             finally
             {
-                await client.DisposeAsync();
-                if (embedded is not null)
-                {
-                    await embedded.StopAsync(TimeSpan.FromSeconds(5));
-                    embedded.Dispose();
-                }
+                if (embedded is not null) await embedded.DisposeAsync();
+                else await client.DisposeAsync();
             }
         }));
         return command;

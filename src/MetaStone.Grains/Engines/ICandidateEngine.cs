@@ -14,6 +14,8 @@ public interface ICandidateEngine : IDisposable
     /// <summary>Prompt + response limit of one sequence, in tokens.</summary>
     int ContextLength { get; }
     EngineLoad Load { get; }
+    /// <summary>The model this engine serves.</summary>
+    ModelInfo Model { get; }
 
     /// <summary>Tokenizes the prompt; throws <see cref="ArgumentException"/> when it is empty or does not fit the context.</summary>
     PromptCheck CheckPrompt(JobRequest request);

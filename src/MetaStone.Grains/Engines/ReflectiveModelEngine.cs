@@ -8,8 +8,11 @@ namespace MetaStone.Grains.Engines;
 /// <summary>The real engine: a loaded <see cref="ReflectiveModel"/> whose continuous-batching engine runs on its own thread.</summary>
 public sealed class ReflectiveModelEngine(ReflectiveModel model, string device) : ICandidateEngine
 {
-    public ReflectiveModel Model => model;
+    public ReflectiveModel ReflectiveModel => model;
     public string Device => device;
+    // Tied embeddings are one parameter tensor, counted once: the LM head's matmul still costs 2·V·c per token.
+    public ModelInfo Model { get; } = new(Path.GetFileName(Path.TrimEndingDirectorySeparator(model.Directory)),
+        model.Model.parameters().Sum(p => p.numel()), model.Model.Config.HiddenSize, model.Head?.ParameterCount ?? 0);
     public int ContextLength => model.Engine.Options.MaxSequenceLength;
 
     public EngineLoad Load

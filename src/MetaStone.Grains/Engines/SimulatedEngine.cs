@@ -16,6 +16,8 @@ public sealed class SimulatedEngine(string device, TimeSpan stepLatency, TimeSpa
 
     public string Device => device;
     public int ContextLength => 4096;
+    /// <summary>A made-up model size so sweeps over simulated engines still have a compute axis.</summary>
+    public ModelInfo Model { get; } = new("simulated", 1_000_000, 64, 2L * 64 * 64 * 2 + 4 * 64 + 1);
     public TimeSpan StepLatency => stepLatency;
     public TimeSpan PerSequenceCost => perSequenceCost;
     public EngineLoad Load => new(Volatile.Read(ref _active), Volatile.Read(ref _queued), slots, 0, Interlocked.Read(ref _generated));

@@ -29,6 +29,15 @@ public interface IJobStore
     /// <summary>Counts one more coordinator run and returns the new count.</summary>
     Task<int> StartRunAsync(string jobId);
     Task SaveCandidateAsync(string jobId, CandidateResult candidate);
+    /// <summary>
+    /// Called by the replica the moment its engine finished a candidate: stores it under its job (so a candidate
+    /// whose caller died meanwhile is not generated again) and counts one engine generation, atomically.
+    /// </summary>
+    Task RecordGeneratedAsync(string jobId, CandidateResult candidate);
+    /// <summary>A stored candidate of a job, or null.</summary>
+    Task<CandidateResult?> LoadCandidateAsync(string jobId, int index);
+    /// <summary>Engine generations recorded by <see cref="RecordGeneratedAsync"/> since the store began: the count a resume test checks.</summary>
+    Task<long> GeneratedCandidatesAsync();
     Task CompleteAsync(JobResult result);
     /// <summary>Marks the job failed or cancelled with a reason.</summary>
     Task EndAsync(string jobId, JobState state, string error);

@@ -26,6 +26,25 @@ public sealed class InMemoryJobStore : IJobStore
         return Task.CompletedTask;
     }
 
+    private long _generated;
+
+    public Task RecordGeneratedAsync(string jobId, CandidateResult candidate)
+    {
+        // Jobs only live here once accepted; a candidate of an unknown job is still counted as generated.
+        lock (_gate)
+        {
+            if (_jobs.TryGetValue(jobId, out var job))
+                _jobs[jobId] = job with { Candidates = new Dictionary<int, CandidateResult>(job.Candidates) { [candidate.Index] = candidate } };
+            _generated++;
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task<CandidateResult?> LoadCandidateAsync(string jobId, int index) =>
+        Task.FromResult(_jobs.TryGetValue(jobId, out var job) && job.Candidates.TryGetValue(index, out var c) ? c : null);
+
+    public Task<long> GeneratedCandidatesAsync() => Task.FromResult(Interlocked.Read(ref _generated));
+
     public Task CompleteAsync(JobResult result)
     {
         Update(result.JobId, j => j with { State = JobState.Completed, Result = result });

@@ -11,6 +11,7 @@ namespace MetaStone.Grains.Jobs;
 /// <item><c>job:{id}:candidates</c> hash: candidate index → candidate result JSON, written as each candidate finishes</item>
 /// <item><c>job:{id}:lease</c> string with a TTL: the silo whose coordinator runs the job; gone = nobody does</item>
 /// <item><c>jobs:running</c> set of job ids accepted and not yet ended (what the recovery sweep scans)</item>
+/// <item><c>stats</c> hash: <c>candidatesGenerated</c>, engine generations recorded by replicas</item>
 /// </list>
 /// Ended jobs expire after the retention period (default 7 days); running jobs never expire.
 /// </summary>
@@ -23,6 +24,7 @@ public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId
     public string CandidatesKey(string id) => $"{_prefix}job:{id}:candidates";
     public string LeaseKey(string id) => $"{_prefix}job:{id}:lease";
     public string RunningKey => $"{_prefix}jobs:running";
+    public string StatsKey => $"{_prefix}stats";
     public TimeSpan Retention => retention;
 
     public async Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt)
@@ -64,6 +66,26 @@ public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId
 
     public Task SaveCandidateAsync(string jobId, CandidateResult candidate) =>
         Db.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
+
+    public async Task RecordGeneratedAsync(string jobId, CandidateResult candidate)
+    {
+        var tx = Db.CreateTransaction();
+        _ = tx.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
+        _ = tx.HashIncrementAsync(StatsKey, "candidatesGenerated");
+        await tx.ExecuteAsync();
+    }
+
+    public async Task<CandidateResult?> LoadCandidateAsync(string jobId, int index)
+    {
+        var value = await Db.HashGetAsync(CandidatesKey(jobId), index.ToString(CultureInfo.InvariantCulture));
+        return value.IsNullOrEmpty ? null : JobJson.Read<CandidateResult>(value!);
+    }
+
+    public async Task<long> GeneratedCandidatesAsync()
+    {
+        var value = await Db.HashGetAsync(StatsKey, "candidatesGenerated");
+        return value.IsNullOrEmpty ? 0 : (long)value;
+    }
 
     public async Task CompleteAsync(JobResult result)
     {

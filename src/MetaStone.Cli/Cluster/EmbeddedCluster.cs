@@ -1,0 +1,48 @@
+using MetaStone.Cli.Training;
+using MetaStone.Client;
+using MetaStone.Silo;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Orleans;
+
+namespace MetaStone.Cli.Cluster;
+
+/// <summary>
+/// The embedded default of the cluster verbs: one silo in this process on loopback, serving a model directory
+/// (the shipped tiny model unless told otherwise), with a client over it. Jobs live in memory.
+/// </summary>
+public sealed class EmbeddedCluster : IAsyncDisposable
+{
+    private readonly IHost _silo;
+
+    private EmbeddedCluster(IHost silo, MetaStoneClient client, string model)
+    {
+        _silo = silo;
+        Client = client;
+        Model = model;
+    }
+
+    public MetaStoneClient Client { get; }
+    public string Model { get; }
+
+    public static async Task<EmbeddedCluster> StartAsync(string? modelDirectory, string device, int maxBatch, CancellationToken cancellationToken)
+    {
+        string dir = modelDirectory ?? RepoPaths.DefaultModel;
+        if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json")))
+            throw new ArgumentException($"model not found: {dir} (train the tiny model with 'metastone train', pass --model DIR, or name a cluster with --cluster)");
+        Console.Error.WriteLine($"starting an embedded silo with {dir} …");
+        var silo = await MetaStoneSilo.StartAsync(new SiloSettings
+        {
+            Name = "embedded", Model = dir, Devices = device, ClusterId = "embedded-" + Environment.ProcessId, MaxBatch = maxBatch,
+            SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
+        }, logging => { }, cancellationToken);
+        return new EmbeddedCluster(silo, MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>()), dir);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Client.DisposeAsync();
+        await _silo.StopAsync(TimeSpan.FromSeconds(5));
+        _silo.Dispose();
+    }
+}

@@ -1,0 +1,70 @@
+using MetaStone.Contracts;
+
+namespace MetaStone.Grains.Sweeps;
+
+/// <summary>What a sweep request must satisfy before it is accepted; every rule names the field it checks.</summary>
+public static class SweepRules
+{
+    public const int MaxK = 256;
+    public const int MaxProblems = 100_000;
+
+    public static void Validate(SweepRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Problems is null || request.Problems.Count == 0) throw new ArgumentException("the sweep has no problems (is the dataset empty?)");
+        if (request.Problems.Count > MaxProblems) throw new ArgumentException($"the sweep has {request.Problems.Count} problems; at most {MaxProblems} are allowed");
+        for (int i = 0; i < request.Problems.Count; i++)
+        {
+            var p = request.Problems[i];
+            if (string.IsNullOrWhiteSpace(p.Prompt)) throw new ArgumentException($"problem {i} has an empty prompt");
+            if (string.IsNullOrWhiteSpace(p.Answer)) throw new ArgumentException($"problem {i} has an empty answer");
+        }
+        if (request.Ks is null || request.Ks.Count == 0) throw new ArgumentException("no k values: give --k, e.g. 1,2,4,8");
+        foreach (int k in request.Ks)
+            if (k < 1 || k > MaxK) throw new ArgumentException($"k = {k} is out of range (1–{MaxK})");
+        if (request.Ks.Distinct().Count() != request.Ks.Count) throw new ArgumentException($"k values repeat: {string.Join(",", request.Ks)}");
+        if (request.Budgets is null || request.Budgets.Count == 0) throw new ArgumentException("no thinking budgets: give --budgets, e.g. 64,128,256 (or 'none')");
+        foreach (var b in request.Budgets)
+            if (b is < 0) throw new ArgumentException($"thinking budget {b} is negative");
+        if (request.Budgets.Distinct().Count() != request.Budgets.Count) throw new ArgumentException($"thinking budgets repeat: {string.Join(",", request.Budgets.Select(Label))}");
+        if (request.SubsampleSeeds is < 1 or > 1000) throw new ArgumentException($"subsampling seeds must be 1–1000 (got {request.SubsampleSeeds})");
+        if (request.MaxConcurrentItems is < 1 or > 4096) throw new ArgumentException($"concurrent items must be 1–4096 (got {request.MaxConcurrentItems})");
+        if (request.MaxNewTokens < 1) throw new ArgumentException($"max new tokens must be ≥ 1 (got {request.MaxNewTokens})");
+        if (!(request.Temperature >= 0)) throw new ArgumentException($"temperature must be ≥ 0 (got {request.Temperature})");
+        if (!(request.TopP > 0 && request.TopP <= 1)) throw new ArgumentException($"top-p must be in (0, 1] (got {request.TopP})");
+        if (!(request.RepetitionPenalty > 0)) throw new ArgumentException($"repetition penalty must be > 0 (got {request.RepetitionPenalty})");
+    }
+
+    public static string Label(int? budget) => budget is int b ? b.ToString(System.Globalization.CultureInfo.InvariantCulture) : "none";
+
+    /// <summary>Item i is problem i / budgets, budget i % budgets.</summary>
+    public static (int Problem, int BudgetIndex) ItemOf(SweepRequest request, int item) => (item / request.Budgets.Count, item % request.Budgets.Count);
+
+    /// <summary>The coordinator job of an item: the same id in every run, so a resumed sweep finds the job (and its stored candidates).</summary>
+    public static string JobId(string sweepId, SweepRequest request, int item)
+    {
+        var (problem, budget) = ItemOf(request, item);
+        return $"{sweepId}/p{problem}/b{Label(request.Budgets[budget])}";
+    }
+
+    public static JobRequest JobOf(SweepRequest request, int item)
+    {
+        var (problem, budget) = ItemOf(request, item);
+        return new JobRequest
+        {
+            Prompt = request.Problems[problem].Prompt,
+            K = request.KMax,
+            ThinkingBudget = request.Budgets[budget],
+            MaxNewTokens = request.MaxNewTokens,
+            Temperature = request.Temperature,
+            TopP = request.TopP,
+            RepetitionPenalty = request.RepetitionPenalty,
+            Selection = "bon",
+            Seed = request.Seed + 1000L * problem,
+        };
+    }
+
+    /// <summary>Two requests are the same sweep when everything but the free-text description matches.</summary>
+    public static bool SameSweep(SweepRequest a, SweepRequest b) =>
+        Jobs.JobJson.Write(a with { Description = null }) == Jobs.JobJson.Write(b with { Description = null });
+}
