@@ -7,6 +7,7 @@
 #     Debian 12 ships GCC 12's; there we install libstdc++6 from Debian 13 (trixie), pinned low so that
 #     nothing else is pulled from trixie by later upgrades.
 #   - node + npm (tokenizer parity tests run the reference JavaScript tokenizer).
+#   - a TrueType font (fonts-dejavu-core) for the labels of the sweep plots.
 set -euo pipefail
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -81,6 +82,17 @@ else
   apt_update_once
   say "installing nodejs + npm"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+# --- a TrueType font for the sweep plots ----------------------------------------
+# ScottPlot draws text with SkiaSharp's fontconfig-free build, which reads font files itself; with none, the
+# PNGs come out without labels.
+if find /usr/share/fonts /usr/local/share/fonts -name '*.ttf' -print -quit 2>/dev/null | grep -q .; then
+  say "fonts ok"
+else
+  apt_update_once
+  say "installing fonts-dejavu-core (labels of the sweep plots)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
 fi
 
 say "ready"

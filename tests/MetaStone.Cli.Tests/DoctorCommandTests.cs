@@ -27,7 +27,7 @@ public sealed class DoctorCommandTests
         using var report = JsonDocument.Parse(output.ToString());
         var checks = report.RootElement.GetProperty("checks").EnumerateArray().ToList();
         var names = checks.Select(check => check.GetProperty("name").GetString()).ToList();
-        Assert.Equal(["os", "dotnet", "cpu", "memory", "libstdc++", "torch", "cpu-features", "redis", "node"], names);
+        Assert.Equal(["os", "dotnet", "cpu", "memory", "libstdc++", "torch", "cpu-features", "redis", "node", "fonts"], names);
         Assert.All(checks, check => Assert.Contains(check.GetProperty("status").GetString(), new[] { "ok", "warn", "fail", "info" }));
 
         // Nothing fails on this host, and an unreachable Redis is only a warning.
@@ -36,6 +36,22 @@ public sealed class DoctorCommandTests
         var redis = checks.Single(check => check.GetProperty("name").GetString() == "redis");
         Assert.Equal("warn", redis.GetProperty("status").GetString());
         Assert.Contains($"redis-server --port {closedPort}", redis.GetProperty("fix").GetString());
+    }
+
+    [Fact]
+    public void MissingFontsAreAWarningWithTheInstallCommand()
+    {
+        string empty = Path.Combine(Path.GetTempPath(), "metastone-nofonts-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(empty);
+        try
+        {
+            var check = new MetaStone.Cli.Doctor.SystemDoctor { FontDirectories = [empty] }.CheckFonts();
+            Assert.Equal(MetaStone.Cli.Doctor.DoctorStatus.Warn, check.Status);
+            Assert.Equal("sudo apt-get install fonts-dejavu-core", check.Fix);
+            File.WriteAllBytes(Path.Combine(empty, "x.ttf"), [0]);
+            Assert.Equal(MetaStone.Cli.Doctor.DoctorStatus.Ok, new MetaStone.Cli.Doctor.SystemDoctor { FontDirectories = [empty] }.CheckFonts().Status);
+        }
+        finally { Directory.Delete(empty, recursive: true); }
     }
 
     [Fact]

@@ -39,6 +39,7 @@ public sealed class SystemDoctor
             CheckCpuFeatures(),
             await CheckRedisAsync(cancellationToken).ConfigureAwait(false),
             CheckNode(),
+            CheckFonts(),
         };
         return checks;
     }
@@ -307,6 +308,20 @@ public sealed class SystemDoctor
         return nodeVersion is not null && npmVersion is not null
             ? new DoctorCheck(name, DoctorStatus.Info, detail, null)
             : new DoctorCheck(name, DoctorStatus.Info, detail, "sudo apt-get install nodejs npm");
+    }
+
+    public IReadOnlyList<string> FontDirectories { get; init; } = ["/usr/share/fonts", "/usr/local/share/fonts"];
+
+    /// <summary>The sweep plots draw their labels with a TrueType font read from disk (SkiaSharp without fontconfig).</summary>
+    public DoctorCheck CheckFonts()
+    {
+        const string name = "fonts";
+        var font = FontDirectories.Where(Directory.Exists)
+            .SelectMany(d => Directory.EnumerateFiles(d, "*.ttf", SearchOption.AllDirectories)).FirstOrDefault();
+        return font is not null
+            ? new DoctorCheck(name, DoctorStatus.Ok, $"TrueType fonts found (e.g. {font}): sweep plots get labels", null)
+            : new DoctorCheck(name, DoctorStatus.Warn, $"no .ttf font under {string.Join(", ", FontDirectories)}: sweep plots would have no labels",
+                "sudo apt-get install fonts-dejavu-core");
     }
 
     // --- helpers --------------------------------------------------------------------------------------------------
