@@ -57,7 +57,8 @@ public static class MetaStoneSilo
                 settings.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
                 settings.ServiceId, settings.ClusterId);
             silo.Services.AddSingleton<IJobStore, InMemoryJobStore>();
-            silo.Services.AddSingleton<ISweepStore, InMemorySweepStore>();
+            if (settings.SweepDirectory is { } sweeps) silo.Services.AddSingleton<ISweepStore>(new FileSweepStore(sweeps));
+            else silo.Services.AddSingleton<ISweepStore, InMemorySweepStore>();
         }
         else
         {

@@ -34,6 +34,8 @@ public sealed class SiloSettings
     /// <summary>Declare a silo dead after about two seconds of silence (tests and benchmarks on one machine).</summary>
     public bool FastFailureDetection { get; set; }
     public TimeSpan JobRetention { get; set; } = TimeSpan.FromDays(7);
+    /// <summary>Without Redis: a directory where sweeps keep their finished items, so re-running one resumes it; null = memory only.</summary>
+    public string? SweepDirectory { get; set; }
     /// <summary>least-loaded (default) or two-choices; the same on every silo of a cluster.</summary>
     public string Placement { get; set; } = "least-loaded";
     /// <summary>Simulated engine: fixed latency of one batched decode step.</summary>

@@ -24,8 +24,9 @@ public sealed class SweepCommandTests
             TaskJsonl.ExportSplit(new ArithmeticChainTask(), "test", 4, 3, dataset);
             string model = Path.Combine(GeneratedModelDirectory.RepoRoot(), "models", "metastone-tiny");
             string report = Path.Combine(dir, "report");
-            var (exit, output) = await RunAsync("sweep", "--dataset", dataset, "--model", model, "--k", "1,2", "--budgets", "16,64",
-                "--seeds", "2", "--out", report, "--id", "cli-test");
+            string[] args = ["sweep", "--dataset", dataset, "--model", model, "--k", "1,2", "--budgets", "16,64",
+                "--seeds", "2", "--out", report, "--id", "cli-test", "--state-dir", Path.Combine(dir, "state")];
+            var (exit, output) = await RunAsync(args);
             Assert.Equal(0, exit);
             Assert.Contains("fits accuracy = a + b · ln C", output);
             Assert.Contains("827,648 policy parameters", output);
@@ -47,6 +48,14 @@ public sealed class SweepCommandTests
                 Assert.Equal(620, (bytes[20] << 24) | (bytes[21] << 16) | (bytes[22] << 8) | bytes[23]);
                 Assert.True(bytes.Length > 10_000, $"{png} is {bytes.Length} bytes: a blank image?");
             }
+
+            // Running the same command again (a new embedded silo) finds the finished sweep in its state files:
+            // the same items come back, none generated again (the file holds exactly one line per item).
+            string firstItems = File.ReadAllText(Path.Combine(report, "items.jsonl"));
+            var (again, _) = await RunAsync(args);
+            Assert.Equal(0, again);
+            Assert.Equal(firstItems, File.ReadAllText(Path.Combine(report, "items.jsonl")));
+            Assert.Equal(8, File.ReadAllLines(Path.Combine(dir, "state", "cli-test", "items.jsonl")).Length);
         }
         finally
         {

@@ -25,7 +25,9 @@ public sealed class EmbeddedCluster : IAsyncDisposable
     public MetaStoneClient Client { get; }
     public string Model { get; }
 
-    public static async Task<EmbeddedCluster> StartAsync(string? modelDirectory, string device, int maxBatch, CancellationToken cancellationToken)
+    /// <param name="sweepDirectory">Where sweeps keep their finished items (so re-running one resumes it); null = memory.</param>
+    public static async Task<EmbeddedCluster> StartAsync(string? modelDirectory, string device, int maxBatch, CancellationToken cancellationToken,
+        string? sweepDirectory = null)
     {
         string dir = modelDirectory ?? RepoPaths.DefaultModel;
         if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json")))
@@ -34,6 +36,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
         var silo = await MetaStoneSilo.StartAsync(new SiloSettings
         {
             Name = "embedded", Model = dir, Devices = device, ClusterId = "embedded-" + Environment.ProcessId, MaxBatch = maxBatch,
+            SweepDirectory = sweepDirectory,
             SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
         }, logging => { }, cancellationToken);
         return new EmbeddedCluster(silo, MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>()), dir);

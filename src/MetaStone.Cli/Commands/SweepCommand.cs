@@ -35,12 +35,14 @@ public sealed class SweepCommand : ICliVerb
         var output = new Option<string?>("--out") { Description = "Report directory (default: artifacts/sweeps/<id>)." };
         var model = new Option<string?>("--model") { Description = "Model directory of the embedded silo (default: models/metastone-tiny)." };
         var device = new Option<string>("--device") { Description = "Device of the embedded silo: cpu, cuda:N.", DefaultValueFactory = _ => "cpu" };
+        var stateDir = new Option<string?>("--state-dir") { Description = "Embedded mode: where finished items are kept so re-running resumes (default: artifacts/sweeps/.state)." };
+        var cancel = new Option<string?>("--cancel") { Description = "Cancel the sweep with this id in the cluster (finished items stay stored; starting it again resumes)." };
         var maxBatch = new Option<int>("--max-batch") { Description = "Sequences the embedded silo's engine batches at once.", DefaultValueFactory = _ => 64 };
         var cluster = new ClusterCliOptions();
         var json = JsonOutput.CreateOption();
         var command = new Command("sweep", "Scaling-law sweep: accuracy of SPRM Best-of-N, majority vote, weighted vote, random pick and oracle vs total thinking compute, fitted as a + b·ln C; CSV, JSON and PNG plots.")
         {
-            dataset, problems, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, output, model, device, maxBatch, json,
+            dataset, problems, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, json,
         };
         cluster.AddTo(command);
         command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
@@ -54,6 +56,15 @@ public sealed class SweepCommand : ICliVerb
                 return await FollowAndReportAsync(watcher, watchId, parse.GetValue(output), parse, json, ct);
             }
 
+            if (parse.GetValue(cancel) is string cancelId)
+            {
+                if (connection is null) throw new ArgumentException("--cancel needs the cluster the sweep runs on: pass --cluster host:port");
+                await using var canceller = await MetaStoneClient.ConnectAsync(connection, ct);
+                var cancelled = await canceller.CancelSweepAsync(cancelId, "cancelled with metastone sweep --cancel", ct);
+                Console.Error.WriteLine($"sweep {cancelId}: {cancelled.State.ToString().ToLowerInvariant()} with {cancelled.FinishedItems}/{cancelled.TotalItems} items finished");
+                return 0;
+            }
+
             var request = BuildRequest(parse.GetValue(dataset), parse.GetValue(problems), parse.GetValue(ks)!, parse.GetValue(budgets)!,
                 parse.GetValue(seeds), parse.GetValue(concurrency), parse.GetValue(seed), parse.GetValue(maxNew));
             string sweepId = parse.GetValue(id) ?? DefaultId(request);
@@ -64,7 +75,9 @@ public sealed class SweepCommand : ICliVerb
             if (connection is not null) client = await MetaStoneClient.ConnectAsync(connection, ct);
             else
             {
-                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, parse.GetValue(maxBatch), ct);
+                // Finished items go to files, so re-running this command after a crash or Ctrl-C resumes the sweep.
+                string state = parse.GetValue(stateDir) ?? Path.Combine(RepoPaths.FindRepoRoot() ?? Directory.GetCurrentDirectory(), "artifacts", "sweeps", ".state");
+                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, parse.GetValue(maxBatch), ct, state);
                 client = embedded.Client;
             }
             try
@@ -85,7 +98,7 @@ public sealed class SweepCommand : ICliVerb
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
                     if (embedded is not null)
-                        throw new OperationCanceledException($"sweep {sweepId} interrupted; the embedded cluster ends with it (use --cluster for sweeps that outlive the terminal)");
+                        throw new OperationCanceledException($"sweep {sweepId} interrupted; its finished items are kept: run the same command again to resume");
                     throw new OperationCanceledException($"stopped following sweep {sweepId}; it runs on in the cluster: metastone sweep --watch {sweepId} --cluster {connection!.Redis}");
                 }
             }

@@ -95,7 +95,7 @@ public static class SweepOutput
                 var any = k.First();
                 s.Append(CultureInfo.InvariantCulture, $"| {k.Key,2} |");
                 foreach (var m in TableMethods)
-                    s.Append(CultureInfo.InvariantCulture, $" {Percent(row[m].Accuracy)}{(row[m].SeedStdDev > 0 ? $" ± {100 * row[m].SeedStdDev:F1}" : "")} |");
+                    s.Append(CultureInfo.InvariantCulture, $" {Percent(row[m].Accuracy)}{(row[m].SeedStdDev >= 0.0005 ? $" ± {100 * row[m].SeedStdDev:F1}" : "")} |");
                 s.AppendLine(CultureInfo.InvariantCulture, $" {any.MeanThinkingTokens:F0} | {Sci(any.Compute)} |");
             }
         }

@@ -62,8 +62,8 @@ public static class SweepPlots
             }
         }
         SetLogTicks(plot, summary.Points.Where(p => p.Compute > 0).Select(p => p.Compute).DefaultIfEmpty(1).ToList());
-        plot.Title($"{summary.Model.Name}: accuracy vs total thinking compute ({summary.Problems} problems, k ∈ {{{string.Join(",", summary.Ks)}}}, budgets {string.Join(",", summary.Budgets.Select(SweepOutput.Budget))})");
-        plot.XLabel("total thinking compute C (FLOPs, log scale)");
+        plot.Title($"{summary.Model.Name}: accuracy vs total thinking compute");
+        plot.XLabel($"total thinking compute C (FLOPs, log scale) · {summary.Problems} problems, k {string.Join(",", summary.Ks)}, budgets {string.Join(",", summary.Budgets.Select(SweepOutput.Budget))}");
         plot.YLabel("accuracy (%)");
         plot.Axes.SetLimitsY(0, 100);
         plot.Legend.Alignment = Alignment.UpperLeft;

@@ -58,6 +58,13 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         {
             if (!SweepRules.SameSweep(request, _request))
                 throw new ArgumentException($"sweep '{SweepId}' exists with different settings; choose another --id or repeat its exact settings to resume it");
+            if (_state != SweepState.Completed)
+            {
+                // Resuming with another model would mix two models' candidates in one sweep.
+                var serving = await DescribeModelAsync();
+                if (_model is not null && (serving.Name, serving.PolicyParameters, serving.HiddenSize) != (_model.Name, _model.PolicyParameters, _model.HiddenSize))
+                    throw new ArgumentException($"sweep '{SweepId}' measured model {_model.Name} ({_model.PolicyParameters:N0} parameters) but the cluster now serves {serving.Name} ({serving.PolicyParameters:N0}); start a new sweep with another --id");
+            }
             if (_state is SweepState.Failed or SweepState.Cancelled && _run is null or { IsCompleted: true })
             {
                 logger.LogInformation("sweep {Sweep}: restarted after it {State}", SweepId, _state);
