@@ -21,8 +21,8 @@ public sealed record SweepRequest
     /// <summary>Thinking budgets in tokens; null = no budget (only the context and <see cref="MaxNewTokens"/> limit).</summary>
     [Id(2)] public required IReadOnlyList<int?> Budgets { get; init; }
     [Id(3)] public int SubsampleSeeds { get; init; } = 5;
-    /// <summary>Items (problem × budget jobs) running at once; each is a job of k_max candidates.</summary>
-    [Id(4)] public int MaxConcurrentItems { get; init; } = 4;
+    /// <summary>Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill the cluster's batch slots.</summary>
+    [Id(4)] public int MaxConcurrentItems { get; init; }
     [Id(5)] public int MaxNewTokens { get; init; } = 1024;
     [Id(6)] public double Temperature { get; init; } = 0.6;
     [Id(7)] public double TopP { get; init; } = 0.95;

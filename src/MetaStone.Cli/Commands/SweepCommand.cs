@@ -26,7 +26,7 @@ public sealed class SweepCommand : ICliVerb
         var ks = new Option<string>("--k") { Description = "k values to report; the largest is generated once per problem and budget, smaller ones are subsampled.", DefaultValueFactory = _ => "1,2,4,8,16,32" };
         var budgets = new Option<string>("--budgets") { Description = "Thinking budgets in tokens ('none' = unlimited).", DefaultValueFactory = _ => "16,32,64,128" };
         var seeds = new Option<int>("--seeds") { Description = "Subsampling seeds per smaller k.", DefaultValueFactory = _ => 5 };
-        var concurrency = new Option<int>("--concurrency") { Description = "Items (problem × budget jobs of k_max candidates) running at once.", DefaultValueFactory = _ => 4 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill every replica's batch slots.", DefaultValueFactory = _ => 0 };
         var seed = new Option<long>("--seed") { Description = "Generation seed (problem i uses seed + 1000·i).", DefaultValueFactory = _ => 1 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Token limit of each candidate (thinking + answer).", DefaultValueFactory = _ => 256 };
         var id = new Option<string?>("--id") { Description = "Sweep id (default: derived from the settings, so re-running the same command resumes the same sweep)." };

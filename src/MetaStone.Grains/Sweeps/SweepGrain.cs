@@ -205,7 +205,10 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
             _runClock = Stopwatch.StartNew();
             _finishedThisRun = 0;
             var missing = Enumerable.Range(0, request.ItemCount).Where(i => !_items.ContainsKey(i)).ToList();
-            using var gate = new SemaphoreSlim(request.MaxConcurrentItems);
+            int concurrency = request.MaxConcurrentItems > 0 ? request.MaxConcurrentItems
+                : SweepRules.AutoConcurrency((await GrainFactory.GetGrain<IReplicaRegistryGrain>(0).ListAsync()).Sum(r => r.Slots), request.KMax);
+            logger.LogInformation("sweep {Sweep}: run {Run}, {Missing} items to go, {Concurrency} at once", SweepId, _runs, missing.Count, concurrency);
+            using var gate = new SemaphoreSlim(concurrency);
             var token = _stop.Token;
             Exception? firstError = null;
             await Task.WhenAll(missing.Select(async item =>

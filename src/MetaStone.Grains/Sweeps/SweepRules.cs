@@ -28,7 +28,7 @@ public static class SweepRules
             if (b is < 0) throw new ArgumentException($"thinking budget {b} is negative");
         if (request.Budgets.Distinct().Count() != request.Budgets.Count) throw new ArgumentException($"thinking budgets repeat: {string.Join(",", request.Budgets.Select(Label))}");
         if (request.SubsampleSeeds is < 1 or > 1000) throw new ArgumentException($"subsampling seeds must be 1–1000 (got {request.SubsampleSeeds})");
-        if (request.MaxConcurrentItems is < 1 or > 4096) throw new ArgumentException($"concurrent items must be 1–4096 (got {request.MaxConcurrentItems})");
+        if (request.MaxConcurrentItems is < 0 or > 4096) throw new ArgumentException($"concurrent items must be 0 (auto) to 4096 (got {request.MaxConcurrentItems})");
         if (request.MaxNewTokens < 1) throw new ArgumentException($"max new tokens must be ≥ 1 (got {request.MaxNewTokens})");
         if (!(request.Temperature >= 0)) throw new ArgumentException($"temperature must be ≥ 0 (got {request.Temperature})");
         if (!(request.TopP > 0 && request.TopP <= 1)) throw new ArgumentException($"top-p must be in (0, 1] (got {request.TopP})");
@@ -64,7 +64,13 @@ public static class SweepRules
         };
     }
 
-    /// <summary>Two requests are the same sweep when everything but the free-text description matches.</summary>
+    /// <summary>Two requests are the same sweep when everything that decides what is measured matches (not the description or the concurrency).</summary>
     public static bool SameSweep(SweepRequest a, SweepRequest b) =>
-        Jobs.JobJson.Write(a with { Description = null }) == Jobs.JobJson.Write(b with { Description = null });
+        Jobs.JobJson.Write(a with { Description = null, MaxConcurrentItems = 0 }) == Jobs.JobJson.Write(b with { Description = null, MaxConcurrentItems = 0 });
+
+    /// <summary>
+    /// Items to run at once when the request says 0 (auto): enough jobs of k candidates to fill every replica's batch
+    /// slots one and a half times over, so a replica never idles while an item's last candidates finish.
+    /// </summary>
+    public static int AutoConcurrency(int totalSlots, int k) => Math.Clamp((int)Math.Ceiling(1.5 * Math.Max(1, totalSlots) / Math.Max(1, k)), 2, 4096);
 }
