@@ -52,7 +52,7 @@ public static class SweepOutput
         foreach (var p in points)
             s.AppendLine(string.Join(',',
                 Budget(p.Budget), p.K.ToString(CultureInfo.InvariantCulture), SweepAnalysis.Name(p.Method), F(p.Accuracy), F(p.SeedStdDev),
-                F(p.MeanThinkingTokens), F(p.MeanSteps), p.Compute.ToString("E6", CultureInfo.InvariantCulture),
+                F(p.MeanThinkingTokens), F(p.MeanSteps), p.Compute.ToString("0.######e+00", CultureInfo.InvariantCulture),
                 p.Problems.ToString(CultureInfo.InvariantCulture), p.ProblemsShort.ToString(CultureInfo.InvariantCulture), p.Seeds.ToString(CultureInfo.InvariantCulture)));
         File.WriteAllText(path, s.ToString());
     }
@@ -62,8 +62,8 @@ public static class SweepOutput
         var s = new StringBuilder("method,budget,a,b,r_squared,points,min_compute_flops,max_compute_flops\n");
         foreach (var (fit, budget) in summary.Fits.Select(f => (f, "all")).Concat(summary.FitsByBudget.Select(f => (f, Budget(f.Budget)))))
             s.AppendLine(string.Join(',', SweepAnalysis.Name(fit.Method), budget, F(fit.Fit.A), F(fit.Fit.B), F(fit.Fit.RSquared),
-                fit.Fit.Points.ToString(CultureInfo.InvariantCulture), fit.Fit.MinCompute.ToString("E6", CultureInfo.InvariantCulture),
-                fit.Fit.MaxCompute.ToString("E6", CultureInfo.InvariantCulture)));
+                fit.Fit.Points.ToString(CultureInfo.InvariantCulture), fit.Fit.MinCompute.ToString("0.######e+00", CultureInfo.InvariantCulture),
+                fit.Fit.MaxCompute.ToString("0.######e+00", CultureInfo.InvariantCulture)));
         File.WriteAllText(path, s.ToString());
     }
 
