@@ -56,6 +56,14 @@ public sealed class SweepCommandTests
             Assert.Equal(0, again);
             Assert.Equal(firstItems, File.ReadAllText(Path.Combine(report, "items.jsonl")));
             Assert.Equal(8, File.ReadAllLines(Path.Combine(dir, "state", "cli-test", "items.jsonl")).Length);
+
+            // The report alone is enough to analyse again, here with k = 1 only and more seeds: no silo is started.
+            string redo = Path.Combine(dir, "redo");
+            var (reanalysed, table) = await RunAsync("sweep", "--reanalyse", report, "--k", "1", "--seeds", "4", "--out", redo);
+            Assert.Equal(0, reanalysed);
+            Assert.Equal(1 + 2 * 1 * 5, File.ReadAllLines(Path.Combine(redo, "points.csv")).Length);
+            Assert.Contains("4 subsampling seeds", table);
+            Assert.Equal(firstItems, File.ReadAllText(Path.Combine(redo, "items.jsonl")));
         }
         finally
         {

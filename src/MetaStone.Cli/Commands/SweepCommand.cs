@@ -37,12 +37,13 @@ public sealed class SweepCommand : ICliVerb
         var device = new Option<string>("--device") { Description = "Device of the embedded silo: cpu, cuda:N.", DefaultValueFactory = _ => "cpu" };
         var stateDir = new Option<string?>("--state-dir") { Description = "Embedded mode: where finished items are kept so re-running resumes (default: artifacts/sweeps/.state)." };
         var cancel = new Option<string?>("--cancel") { Description = "Cancel the sweep with this id in the cluster (finished items stay stored; starting it again resumes)." };
+        var reanalyse = new Option<string?>("--reanalyse") { Description = "Recompute points, fits and plots from a report directory (its sweep.json + items.jsonl), e.g. with other --k or --seeds; no cluster needed." };
         var maxBatch = new Option<int>("--max-batch") { Description = "Sequences the embedded silo's engine batches at once.", DefaultValueFactory = _ => 64 };
         var cluster = new ClusterCliOptions();
         var json = JsonOutput.CreateOption();
         var command = new Command("sweep", "Scaling-law sweep: accuracy of SPRM Best-of-N, majority vote, weighted vote, random pick and oracle vs total thinking compute, fitted as a + b·ln C; CSV, JSON and PNG plots.")
         {
-            dataset, problems, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, json,
+            dataset, problems, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
         };
         cluster.AddTo(command);
         command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
@@ -54,6 +55,25 @@ public sealed class SweepCommand : ICliVerb
                 if (connection is null) throw new ArgumentException("--watch needs the cluster the sweep runs on: pass --cluster host:port");
                 await using var watcher = await MetaStoneClient.ConnectAsync(connection, ct);
                 return await FollowAndReportAsync(watcher, watchId, parse.GetValue(output), parse, json, ct);
+            }
+
+            if (parse.GetValue(reanalyse) is string from)
+            {
+                var previous = System.Text.Json.JsonSerializer.Deserialize<SweepSummary>(File.ReadAllText(Path.Combine(from, "sweep.json")), JsonOutput.SerializerOptions)
+                    ?? throw new ArgumentException($"{from}/sweep.json is empty");
+                var items = File.ReadLines(Path.Combine(from, "items.jsonl")).Where(l => l.Length > 0)
+                    .Select(l => System.Text.Json.JsonSerializer.Deserialize<SweepItemResult>(l, JsonOutput.SerializerOptions)!).ToList();
+                var redo = new SweepRequest
+                {
+                    Problems = Enumerable.Range(0, previous.Problems).Select(i => new SweepProblem("", "")).ToList(),
+                    Ks = parse.GetResult(ks) is null ? previous.Ks : ParseList(parse.GetValue(ks)!, "--k", allowNone: false).Select(k => k!.Value).ToList(),
+                    Budgets = previous.Budgets,
+                    SubsampleSeeds = parse.GetResult(seeds) is null ? previous.SubsampleSeeds : parse.GetValue(seeds),
+                    Description = previous.Description,
+                };
+                if (redo.Ks.Max() > previous.CandidatesPerItem)
+                    Console.Error.WriteLine($"note: k = {redo.Ks.Max()} exceeds the {previous.CandidatesPerItem} candidates generated per item; those points use all of them (problems_short)");
+                return WriteReport(SweepOutput.Analyse(previous.SweepId, redo, previous.Model, items), items, parse.GetValue(output) ?? from, parse, json);
             }
 
             if (parse.GetValue(cancel) is string cancelId)
@@ -127,6 +147,11 @@ public sealed class SweepCommand : ICliVerb
         var items = await client.GetSweepItemsAsync(sweepId, ct);
         var summary = SweepOutput.Analyse(sweepId, request, last.Model ?? throw new InvalidOperationException("the sweep did not record its model"), items);
         string dir = outDir ?? Path.Combine(RepoPaths.FindRepoRoot() ?? Directory.GetCurrentDirectory(), "artifacts", "sweeps", sweepId);
+        return WriteReport(summary, items, dir, parse, json);
+    }
+
+    private static int WriteReport(SweepSummary summary, IReadOnlyList<SweepItemResult> items, string dir, ParseResult parse, Option<bool> json)
+    {
         Directory.CreateDirectory(dir);
         SweepOutput.WriteCsv(Path.Combine(dir, "points.csv"), summary.Points);
         SweepOutput.WriteFitsCsv(Path.Combine(dir, "fits.csv"), summary);

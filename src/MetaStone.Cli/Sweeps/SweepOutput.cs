@@ -38,7 +38,7 @@ public static class SweepOutput
         return new SweepSummary
         {
             SweepId = sweepId, Description = request.Description, Model = model, Problems = request.Problems.Count,
-            CandidatesPerItem = request.KMax, Ks = request.Ks, Budgets = request.Budgets, SubsampleSeeds = request.SubsampleSeeds,
+            CandidatesPerItem = items.Count == 0 ? request.KMax : items.Max(i => i.Candidates.Count), Ks = request.Ks, Budgets = request.Budgets, SubsampleSeeds = request.SubsampleSeeds,
             ItemsFinished = items.Count, ItemsTotal = request.ItemCount, ComputeDefinition = report.ComputeDefinition,
             Points = report.Points, Fits = report.Fits, FitsByBudget = report.FitsByBudget,
         };

@@ -37,20 +37,30 @@ public static class SweepPlots
         return written;
     }
 
+    private static readonly MarkerShape[] BudgetShapes =
+    [
+        MarkerShape.FilledCircle, MarkerShape.FilledSquare, MarkerShape.FilledTriangleUp, MarkerShape.FilledDiamond,
+        MarkerShape.FilledTriangleDown, MarkerShape.OpenCircle, MarkerShape.OpenSquare, MarkerShape.OpenTriangleUp,
+    ];
+
     public static Plot AccuracyVsCompute(SweepSummary summary)
     {
         var plot = new Plot();
+        var budgets = summary.Budgets.OrderBy(b => b ?? int.MaxValue).ToList();
+        // Colour = method, marker = budget: points of one budget sit together, k grows to the right within it.
         for (int i = 0; i < Series.Length; i++)
         {
             var (method, label) = Series[i];
-            var points = summary.Points.Where(p => p.Method == method && p.Compute > 0).OrderBy(p => p.Compute).ToList();
-            if (points.Count == 0) continue;
             var fit = summary.Fits.FirstOrDefault(f => f.Method == method)?.Fit;
-            var dots = plot.Add.Scatter(points.Select(p => Math.Log10(p.Compute)).ToArray(), points.Select(p => 100 * p.Accuracy).ToArray(), ColorOf(i));
-            dots.LineWidth = 0;
-            dots.MarkerSize = 7;
-            dots.LegendText = fit is null ? label
-                : string.Create(CultureInfo.InvariantCulture, $"{label}: b = {100 * fit.B:F2} pts/ln C, R² = {fit.RSquared:F2}");
+            for (int b = 0; b < budgets.Count; b++)
+            {
+                var points = summary.Points.Where(p => p.Method == method && p.Budget == budgets[b] && p.Compute > 0).OrderBy(p => p.Compute).ToList();
+                if (points.Count == 0) continue;
+                var dots = plot.Add.Scatter(points.Select(p => Math.Log10(p.Compute)).ToArray(), points.Select(p => 100 * p.Accuracy).ToArray(), ColorOf(i));
+                dots.LineWidth = 0;
+                dots.MarkerSize = 7;
+                dots.MarkerShape = BudgetShapes[b % BudgetShapes.Length];
+            }
             if (fit is not null)
             {
                 // The fitted law is a straight line on a log-compute axis: acc = a + b·ln(10)·log10 C.
@@ -60,7 +70,19 @@ public static class SweepPlots
                 line.LineWidth = 2;
                 line.LinePattern = LinePattern.Dashed;
             }
+            plot.Legend.ManualItems.Add(new LegendItem
+            {
+                LabelText = fit is null ? label : string.Create(CultureInfo.InvariantCulture, $"{label}: b = {100 * fit.B:F2} pts/ln C, R² = {fit.RSquared:F2}"),
+                MarkerStyle = new MarkerStyle(MarkerShape.FilledCircle, 7, ColorOf(i)),
+                LineStyle = new LineStyle { Width = 2, Color = ColorOf(i), Pattern = LinePattern.Dashed },
+            });
         }
+        for (int b = 0; b < budgets.Count; b++)
+            plot.Legend.ManualItems.Add(new LegendItem
+            {
+                LabelText = $"thinking budget {SweepOutput.Budget(budgets[b])}",
+                MarkerStyle = new MarkerStyle(BudgetShapes[b % BudgetShapes.Length], 7, Colors.Gray),
+            });
         SetLogTicks(plot, summary.Points.Where(p => p.Compute > 0).Select(p => p.Compute).DefaultIfEmpty(1).ToList());
         plot.Title($"{summary.Model.Name}: accuracy vs total thinking compute");
         plot.XLabel($"total thinking compute C (FLOPs, log scale) · {summary.Problems} problems, k {string.Join(",", summary.Ks)}, budgets {string.Join(",", summary.Budgets.Select(SweepOutput.Budget))}");

@@ -150,7 +150,8 @@ public static class SweepAnalysis
     public static IReadOnlyList<GradedCandidate> Order(SweepSamples problem, int seed)
     {
         if (seed == 0) return problem.Candidates;
-        var rng = new Random(HashCode.Combine(seed, problem.Problem, problem.Budget ?? -1));
+        // A fixed mix, not HashCode.Combine (randomised per process): the same sweep must analyse the same way every time.
+        var rng = new Random(unchecked(seed * 73_856_093 ^ problem.Problem * 19_349_663 ^ (problem.Budget ?? -1) * 83_492_791));
         var copy = problem.Candidates.ToArray();
         rng.Shuffle(copy);
         return copy;
