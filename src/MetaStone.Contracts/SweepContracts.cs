@@ -95,6 +95,9 @@ public sealed record SweepStatus
     /// <summary>Sweep-grain activations that have run it (more than 1 after a resume).</summary>
     [Id(12)] public int Runs { get; init; }
     [Id(13)] public ModelInfo? Model { get; init; }
+    /// <summary>Problems whose every budget is finished.</summary>
+    [Id(14)] public int ProblemsFinished { get; init; }
+    [Id(15)] public int Problems { get; init; }
     public bool IsTerminal => State != SweepState.Running;
 }
 

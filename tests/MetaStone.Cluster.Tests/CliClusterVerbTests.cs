@@ -43,6 +43,39 @@ public sealed class CliClusterVerbTests(ProcessClusterFixture cluster)
     }
 
     [Fact]
+    public async Task SweepDetachWatchAndCancelWorkAgainstACluster()
+    {
+        string[] where = ["--cluster", cluster.Redis.ConnectionString, "--cluster-id", cluster.ClusterId];
+        string report = Path.Combine(Path.GetTempPath(), "metastone-sweep-cli-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            string id = "cli-" + Guid.NewGuid().ToString("N")[..8];
+            var (started, printed) = await RunAsync(["sweep", "--problems", "3", "--k", "1,2", "--budgets", "8,none", "--max-new-tokens", "12",
+                "--id", id, "--detach", .. where]);
+            Assert.Equal(0, started);
+            Assert.Equal(id, printed.Trim());
+            var (watched, table) = await RunAsync(["sweep", "--watch", id, "--out", report, .. where]);
+            Assert.Equal(0, watched);
+            Assert.Contains($"sweep {id}:", table);
+            Assert.Equal(1 + 2 * 2 * 5, File.ReadAllLines(Path.Combine(report, "points.csv")).Length);
+            Assert.True(File.Exists(Path.Combine(report, "accuracy-vs-compute.png")));
+
+            // A long sweep cancelled from another command: its state says so, and --watch reports it as not completed.
+            string longId = "cli-long-" + Guid.NewGuid().ToString("N")[..8];
+            Assert.Equal(0, (await RunAsync(["sweep", "--problems", "40", "--k", "32", "--budgets", "200", "--max-new-tokens", "200",
+                "--id", longId, "--detach", .. where])).ExitCode);
+            Assert.Equal(0, (await RunAsync(["sweep", "--cancel", longId, .. where])).ExitCode);
+            Assert.Equal(1, (await RunAsync(["sweep", "--watch", longId, "--out", report + "-long", .. where])).ExitCode);
+            Assert.Equal(2, (await RunAsync(["sweep", "--cancel", longId])).ExitCode); // no cluster named
+        }
+        finally
+        {
+            foreach (var d in new[] { report, report + "-long" })
+                if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task SubmitStatusResultAndCancelWorkAgainstACluster()
     {
         string[] where = ["--cluster", cluster.Redis.ConnectionString, "--cluster-id", cluster.ClusterId];

@@ -229,7 +229,7 @@ internal sealed class SweepProgressLine
         int filled = (int)(width * percent / 100);
         string eta = s.EtaSeconds is double e ? $" eta {TimeSpan.FromSeconds(e):hh\\:mm\\:ss}" : "";
         string rate = s.RunSeconds > 0 && s.FinishedThisRun > 0 ? $" {60 * s.FinishedThisRun / s.RunSeconds:F1} items/min" : "";
-        string line = $"[sweep] {new string('█', filled)}{new string('░', width - filled)} {s.FinishedItems}/{s.TotalItems} items ({percent:F1} %), {s.RunningItems} running,{rate}{eta} [{s.State.ToString().ToLowerInvariant()}]";
+        string line = $"[sweep] {new string('█', filled)}{new string('░', width - filled)} {s.FinishedItems}/{s.TotalItems} items ({percent:F1} %), {s.ProblemsFinished}/{s.Problems} problems, {s.RunningItems} running,{rate}{eta} [{s.State.ToString().ToLowerInvariant()}]";
         if (_interactive)
         {
             Console.Error.Write("\r" + line.PadRight(110));

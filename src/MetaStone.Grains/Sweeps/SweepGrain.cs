@@ -330,6 +330,8 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
             SweepId = SweepId, State = _state, TotalItems = total, FinishedItems = _items.Count, RunningItems = _running.Count,
             FinishedThisRun = _finishedThisRun, RunSeconds = runSeconds, EtaSeconds = eta, CandidatesPerItem = _request?.KMax ?? 0,
             Error = _error, CreatedAt = _createdAt, Silo = silo.Name, Runs = _runs, Model = _model,
+            Problems = _request?.Problems.Count ?? 0,
+            ProblemsFinished = _request is null ? 0 : _items.Keys.GroupBy(i => i / _request.Budgets.Count).Count(g => g.Count() == _request.Budgets.Count),
         };
     }
 
