@@ -58,6 +58,19 @@ public sealed class JobRecoverySweep(IJobStore store, ISweepStore sweeps, IGrain
             _ => { _loop = Task.Run(LoopAsync); return Task.CompletedTask; },
             async _ => { _stop.Cancel(); if (_loop is not null) await _loop; });
 
+    /// <summary>Pokes the grain of every running record whose lease lapsed; a failed poke is retried on the next pass.</summary>
+    private async Task ResumeOrphansAsync(string kind, IReadOnlyList<string> running, Func<string, Task<bool>> hasLease, Func<string, Task> resume)
+    {
+        foreach (var id in running)
+        {
+            if (await hasLease(id)) continue;
+            logger.LogWarning("{Kind} {Id} has no live grain: resuming it", kind, id);
+            _ = resume(id).ContinueWith(
+                t => logger.LogDebug("resume of {Kind} {Id} failed (retried next pass): {Error}", kind, id, t.Exception?.GetBaseException().Message),
+                TaskContinuationOptions.OnlyOnFaulted);
+        }
+    }
+
     private async Task LoopAsync()
     {
         while (!_stop.IsCancellationRequested)
@@ -65,22 +78,8 @@ public sealed class JobRecoverySweep(IJobStore store, ISweepStore sweeps, IGrain
             try { await Task.Delay(Period, _stop.Token); } catch (OperationCanceledException) { break; }
             try
             {
-                foreach (var jobId in await store.RunningJobsAsync())
-                {
-                    if (await store.HasLeaseAsync(jobId)) continue;
-                    logger.LogWarning("job {Job} has no live coordinator: resuming it", jobId);
-                    _ = grains.GetGrain<ICoordinatorGrain>(jobId).ResumeAsync().ContinueWith(
-                        t => logger.LogDebug("resume of job {Job} failed (retried next sweep): {Error}", jobId, t.Exception?.GetBaseException().Message),
-                        TaskContinuationOptions.OnlyOnFaulted);
-                }
-                foreach (var sweepId in await sweeps.RunningSweepsAsync())
-                {
-                    if (await sweeps.HasLeaseAsync(sweepId)) continue;
-                    logger.LogWarning("sweep {Sweep} has no live grain: resuming it", sweepId);
-                    _ = grains.GetGrain<ISweepGrain>(sweepId).ResumeAsync().ContinueWith(
-                        t => logger.LogDebug("resume of sweep {Sweep} failed (retried next sweep): {Error}", sweepId, t.Exception?.GetBaseException().Message),
-                        TaskContinuationOptions.OnlyOnFaulted);
-                }
+                await ResumeOrphansAsync("job", await store.RunningJobsAsync(), store.HasLeaseAsync, id => grains.GetGrain<ICoordinatorGrain>(id).ResumeAsync());
+                await ResumeOrphansAsync("sweep", await sweeps.RunningSweepsAsync(), sweeps.HasLeaseAsync, id => grains.GetGrain<ISweepGrain>(id).ResumeAsync());
             }
             catch (Exception e) when (!_stop.IsCancellationRequested)
             {
