@@ -167,8 +167,9 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
             {
                 var started = await client.StartSweepAsync("resume", request);
                 Assert.Equal("sweep-victim", started.Silo);
-                await foreach (var s in client.WatchSweepAsync("resume"))
-                    if (s.FinishedItems >= 6 || s.IsTerminal) break;
+                using (var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3)))
+                    await foreach (var s in client.WatchSweepAsync("resume", patience.Token))
+                        if (s.FinishedItems >= 6 || s.IsTerminal) break;
                 silo.KillHard();
                 before = (await store.LoadAsync("resume"))!.Items;
                 var state = (await store.LoadAsync("resume"))!.State;
