@@ -37,6 +37,23 @@ public sealed record TrainingRecipe
     public double SprLearningRate { get; init; } = 1e-3;
     public double SprWeightDecay { get; init; } = 0.01;
     public int SprMaxNewTokens { get; init; } = 160;
+    /// <summary>Cosine-decay floor of the head learning rate (equal to SprLearningRate = constant).</summary>
+    public double SprMinLearningRate { get; init; } = 1e-3;
+    /// <summary>Train the head on per-channel standardized features, folded into 0.weight/0.bias at the end (the shipped head reads raw features).</summary>
+    public bool SprStandardizeFeatures { get; init; }
+    /// <summary>Held-out dev-split problems (never test) sampled like the training ones, for choosing the head's epoch; 0 = none.</summary>
+    public int SprDevProblems { get; init; }
+    public int SprDevSamplesPerProblem { get; init; } = 8;
+    /// <summary>Which epoch's head to keep: "last", "dev-auroc" or "dev-best-of-n" (Best-of-SprDevSamplesPerProblem on dev).</summary>
+    public string SprSelectBy { get; init; } = "last";
+    /// <summary>λ of features·λ + features.detach()·(1−λ): 0 = frozen backbone (features computed once); &gt; 0 = joint training of policy and head.</summary>
+    public double SprBackboneGradScale { get; init; }
+    /// <summary>Joint training: steps, trajectories (and reference solutions) per step, backbone learning rate, weight of the policy's next-token loss, dev evaluation interval.</summary>
+    public int SprJointSteps { get; init; } = 1000;
+    public int SprJointBatch { get; init; } = 32;
+    public double SprBackboneLearningRate { get; init; } = 2e-4;
+    public double SprPolicyLossWeight { get; init; } = 1.0;
+    public int SprJointEvalEvery { get; init; } = 250;
 
     public static TrainingRecipe Full => new();
 
