@@ -114,24 +114,11 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
             var headClock = Stopwatch.StartNew();
             manual_seed(recipe.Seed);
             using var head = new SprmHead(recipe.HiddenSize, CPU);
-            SprHeadResult result;
-            if (recipe.SprBackboneGradScale > 0)
-            {
-                var joint = new SprJointTrainer(recipe, tokenizer, rules, Task);
-                var trainSeq = joint.Encode(problems, train);
-                var devSeq = dev is null ? [] : joint.Encode(Task.Generate(TaskSplits.Dev, recipe.SprDevProblems, seed: unchecked((int)(recipe.Seed ^ 0xDE7))).ToList(), dev);
-                using var mean = train.Features.mean([0]);
-                using var std = train.Features.std([0]).clamp_min(1e-4);
-                var log = joint.Train(policy, head, trainSeq, devSeq, dev?.Trajectories ?? [], mean, std, progress, cancellationToken);
-                SafeTensors.Save(Path.Combine(outputDirectory, "model.safetensors"),
-                    policy.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach()), new Dictionary<string, string> { ["format"] = "pt" });
-                result = new SprHeadResult(log, recipe.SprJointSteps, double.NaN, double.NaN);
-            }
-            else result = new SprTrainer(recipe, tokenizer, rules, eos).TrainHead(head, train, dev, progress);
+            var result = new SprTrainer(recipe, tokenizer, rules, eos).TrainHead(head, train, dev, progress);
             SafeTensors.Save(Path.Combine(outputDirectory, ReflectiveModel.HeadSafetensorsName), head.StateDict(),
                 new Dictionary<string, string> { ["format"] = "pt" });
             File.WriteAllLines(Path.Combine(workDirectory, "sprm-training.log"), result.Log);
-            if (dev is not null && recipe.SprBackboneGradScale == 0) WriteDevDump(Path.Combine(workDirectory, "sprm-dev-scores.tsv"), head, dev);
+            if (dev is not null) WriteDevDump(Path.Combine(workDirectory, "sprm-dev-scores.tsv"), head, dev);
             headClock.Stop();
 
             return new BuildSummary(outputDirectory, TimeSpan.Zero, samplingClock.Elapsed, headClock.Elapsed, TimeSpan.Zero,

@@ -46,14 +46,6 @@ public sealed record TrainingRecipe
     public int SprDevSamplesPerProblem { get; init; } = 8;
     /// <summary>Which epoch's head to keep: "last", "dev-auroc" or "dev-best-of-n" (Best-of-SprDevSamplesPerProblem on dev).</summary>
     public string SprSelectBy { get; init; } = "last";
-    /// <summary>λ of features·λ + features.detach()·(1−λ): 0 = frozen backbone (features computed once); &gt; 0 = joint training of policy and head.</summary>
-    public double SprBackboneGradScale { get; init; }
-    /// <summary>Joint training: steps, trajectories (and reference solutions) per step, backbone learning rate, weight of the policy's next-token loss, dev evaluation interval.</summary>
-    public int SprJointSteps { get; init; } = 1000;
-    public int SprJointBatch { get; init; } = 32;
-    public double SprBackboneLearningRate { get; init; } = 2e-4;
-    public double SprPolicyLossWeight { get; init; } = 1.0;
-    public int SprJointEvalEvery { get; init; } = 250;
 
     public static TrainingRecipe Full => new();
 
