@@ -15,6 +15,8 @@ public sealed record BuildSummary(string OutputDirectory, TimeSpan PolicyTime, T
 {
     /// <summary>Null when the policy was trained by this build; else the directory whose policy was reused (head-only).</summary>
     public string? PolicySource { get; init; }
+    /// <summary>True when the sampled SPRM data (train and dev) came from the work directory's cache instead of being sampled now.</summary>
+    public bool SprDataCached { get; init; }
     public int DevTrajectories { get; init; }
     public double DevSampleAccuracy { get; init; }
     public int SelectedEpoch { get; init; }
@@ -125,6 +127,7 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
                 train.Trajectories.Count, train.StepCount, train.Accuracy, result.Log,
                 policy.parameters().Sum(p => p.numel()), head.ParameterCount)
             {
+                SprDataCached = train.FromCache && (dev?.FromCache ?? true),
                 DevTrajectories = dev?.Trajectories.Count ?? 0,
                 DevSampleAccuracy = dev?.Accuracy ?? double.NaN,
                 SelectedEpoch = result.SelectedEpoch,

@@ -26,7 +26,8 @@ public static class ModelCard
                 ? $"Exact command: `{commandLine}` (the built-in recipe below, seed {recipe.Seed}). Re-running resumes from the work directory's checkpoint."
                 : $"Exact command of this head: `{commandLine}` (the built-in recipe below, seed {recipe.Seed}): it keeps the policy weights of the model directory " +
                   "unchanged and re-runs only the self-sampling and SPRM head phases (sampled data is cached in the work directory). " +
-                  "`metastone train` without `--head-only` runs the policy phase first with the same recipe and seed.",
+                  "The policy itself was trained by `metastone train` (the policy phase of this recipe, same seed); " +
+                  "`metastone train` without `--head-only` runs that phase first and then this head recipe.",
             "",
             $"- Policy: {recipe.Layers} layers, hidden {recipe.HiddenSize}, {recipe.Heads} heads / {recipe.KvHeads} KV heads, FFN {recipe.IntermediateSize}, tied embeddings, {summary.PolicyParameters:N0} parameters (fp32).",
             $"- Policy training: next-token loss on reference solutions (response tokens only), {recipe.PolicySteps} steps × batch {recipe.BatchSize}, AdamW (β 0.9/0.95, weight decay {recipe.WeightDecay}), lr {recipe.LearningRate} with {recipe.WarmupSteps} warm-up steps then cosine to {recipe.MinLearningRate}, gradient clipping {recipe.ClipNorm}.",
@@ -50,7 +51,9 @@ public static class ModelCard
             "## Training run",
             summary.PolicySource is null
                 ? $"Total {summary.Total:mm\\:ss} on this 2-core CPU machine: policy {summary.PolicyTime:mm\\:ss}, self-sampling + features {summary.SamplingTime:mm\\:ss}, head {summary.HeadTime:mm\\:ss}."
-                : $"Head-only build, total {summary.Total:mm\\:ss} on this 2-core CPU machine (shared with other work): self-sampling + features {summary.SamplingTime:mm\\:ss}, head {summary.HeadTime:mm\\:ss}; policy phase not re-run.",
+                : $"Head-only build, total {summary.Total:mm\\:ss} on this 2-core CPU machine (shared with other work): self-sampling + features {summary.SamplingTime:mm\\:ss}" +
+                  (summary.SprDataCached ? " (loaded from the work directory's cache, written by the first run of the same command)" : "") +
+                  $", head {summary.HeadTime:mm\\:ss}; policy phase not re-run.",
             $"SPRM data: {summary.SprTrajectories} trajectories, {summary.SprSteps} scored steps, sample accuracy {summary.SprSampleAccuracy:P1}" +
                 (summary.DevTrajectories > 0 ? $"; dev: {summary.DevTrajectories} trajectories, sample accuracy {summary.DevSampleAccuracy:P1}." : "."),
             "",
@@ -70,6 +73,8 @@ public static class ModelCard
                 report.ToTable(),
             ]);
             md.AddRange(TargetsSection(report));
+            if (File.Exists(Path.Combine(directory, "ANALYSIS.md")))
+                md.AddRange(["", "Why the SPRM head falls short, with the measurements behind it: [ANALYSIS.md](ANALYSIS.md)."]);
         }
         File.WriteAllText(Path.Combine(directory, "README.md"), string.Join('\n', md) + "\n");
     }
@@ -86,7 +91,7 @@ public static class ModelCard
             ("SPRM AUROC ≥ 0.75", report.SprmAuroc >= 0.75, $"{report.SprmAuroc:F3}"),
             ($"SPRM Best-of-{top.K} ≥ pass@1 + 15 points", top.SprmBestOfN >= report.PassAt1 + 0.15, $"{top.SprmBestOfN:P1} vs {report.PassAt1 + 0.15:P1}"),
             ($"SPRM Best-of-{top.K} above random pick", top.SprmBestOfN > top.RandomPick, $"{top.SprmBestOfN:P1} vs {top.RandomPick:P1}"),
-            ("SPRM Best-of-N rising with k", rising, string.Join(" → ", byK.Select(r => $"{r.SprmBestOfN * 100:F1}"))),
+            ("SPRM Best-of-N rising with k", rising, string.Join(" → ", byK.Select(r => $"{r.SprmBestOfN:P1}"))),
         };
         var lines = new List<string> { "", "## Targets (issue 3)", "", "| target | measured | met |", "|---|---|---|" };
         lines.AddRange(checks.Select(c => $"| {c.Name} | {c.Value} | {(c.Met ? "yes" : "**no**")} |"));
@@ -96,6 +101,8 @@ public static class ModelCard
             lines.Add("");
             lines.Add("## Known limitation (read before using the SPRM numbers)");
             lines.Add($"This checkpoint misses {missed.Count} of the targets above: {string.Join("; ", missed.Select(c => $"{c.Name} (measured {c.Value})"))}.");
+            lines.Add("The head-training log above has the dev-split figures of every epoch; `sprm-dev-scores.tsv` in the work directory lists every dev");
+            lines.Add("trajectory with its step logits, for looking at which wrong trajectories the head ranks first.");
         }
         return lines;
     }

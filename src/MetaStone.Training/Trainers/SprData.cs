@@ -22,6 +22,8 @@ public sealed class SprData : IDisposable
 {
     public required Tensor Features { get; init; }
     public required IReadOnlyList<SprTrajectoryInfo> Trajectories { get; init; }
+    /// <summary>Loaded from the work directory's cache rather than sampled.</summary>
+    public bool FromCache { get; init; }
 
     /// <summary>Index of the owning trajectory of every feature row.</summary>
     public int[] Owner => [.. Trajectories.SelectMany((t, i) => Enumerable.Repeat(i, t.Steps))];
@@ -61,7 +63,7 @@ public sealed class SprData : IDisposable
             {
                 var infos = JsonSerializer.Deserialize<List<SprTrajectoryInfo>>(File.ReadAllText(cacheBase + ".json"))!;
                 var tensors = SafeTensors.Load(cacheBase + ".safetensors");
-                return new SprData { Features = tensors["features"], Trajectories = infos };
+                return new SprData { Features = tensors["features"], Trajectories = infos, FromCache = true };
             }
         }
         var samples = await SprTrainer.SampleAsync(policy, tokenizer, rules, eos, problems, samplesPerProblem, maxNewTokens, seed,
