@@ -59,4 +59,21 @@ public sealed class SprHeadTrainingTests
         Assert.Equal(result.DevAuroc, raw.Auroc, 3);
         Assert.True(raw.BestOfN > raw.Random, $"Best-of-4 {raw.BestOfN:P1} vs random {raw.Random:P1}");
     }
+
+    [Fact]
+    public void RawFeaturesAndLastEpochLeaveTheCallersTensorsUsable()
+    {
+        using var train = Synthetic(40, 4, seed: 3);
+        using var dev = Synthetic(20, 4, seed: 4);
+        var recipe = new TrainingRecipe { HiddenSize = 16, SprEpochs = 2, SprBatchSize = 64, SprStandardizeFeatures = false, SprSelectBy = "last" };
+        using var head = new SprmHead(16, CPU);
+        var trainer = new SprTrainer(recipe, null!, new StepTokenSet(new HashSet<int> { 1 }, null, null), []);
+        var result = trainer.TrainHead(head, train, dev);
+        Assert.Equal(2, result.SelectedEpoch);
+        // Disposed tensors would throw here.
+        Assert.Equal(train.Trajectories.Count, SprTrainer.Scores(head, train.Features, train.Trajectories.Count, train.Owner).Count);
+        Assert.Equal(dev.Trajectories.Count, SprTrainer.Scores(head, dev.Features, dev.Trajectories.Count, dev.Owner).Count);
+        Assert.Throws<ArgumentException>(() => new SprTrainer(recipe with { SprSelectBy = "best" }, null!, new StepTokenSet(new HashSet<int> { 1 }, null, null), [])
+            .TrainHead(head, train, dev));
+    }
 }

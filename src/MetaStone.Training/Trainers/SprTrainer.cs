@@ -106,6 +106,8 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
     /// </summary>
     public SprHeadResult TrainHead(SprmHead head, SprData train, SprData? dev, Action<TrainingProgress>? progress = null)
     {
+        if (recipe.SprSelectBy is not ("last" or "dev-auroc" or "dev-best-of-n"))
+            throw new ArgumentException($"SprSelectBy must be last, dev-auroc or dev-best-of-n, got '{recipe.SprSelectBy}'");
         var log = new List<string>();
         if (train.StepCount == 0) { log.Add("no steps to train on"); return new SprHeadResult(log, 0, double.NaN, double.NaN); }
         var trainOwner = train.Owner;
@@ -120,8 +122,11 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
             mean = train.Features.mean([0]);
             std = train.Features.std([0]).clamp_min(1e-4);
         }
-        using var trainX = Prepare(train.Features);
-        using var devX = dev is null || dev.StepCount == 0 ? null : Prepare(dev.Features);
+        // Without standardization these are the callers' own tensors: dispose only what was made here.
+        var trainX = Prepare(train.Features);
+        var devX = dev is null || dev.StepCount == 0 ? null : Prepare(dev.Features);
+        using var ownTrainX = mean is null ? null : trainX;
+        using var ownDevX = mean is null ? null : devX;
 
         var parameters = head.Module.parameters().ToList();
         var optimizer = (TorchSharp.Modules.OptimizerHelper)torch.optim.AdamW(parameters, lr: recipe.SprLearningRate, weight_decay: recipe.SprWeightDecay);
