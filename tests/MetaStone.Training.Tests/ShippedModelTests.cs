@@ -19,10 +19,10 @@ public sealed class ShippedModelTests
     }
 
     /// <remarks>
-    /// The shipped model's SPRM head does not yet make Best-of-N beat a single sample (model card: SPRM BoN falls from
-    /// 33% at k=2 to 25% at k=32 while majority vote rises to 42%), so this test asserts what is true — test-time
-    /// scaling by majority vote beats pass@1 at k = 8, and the head scores every step and separates right from wrong
-    /// better than chance — and reports the SPRM Best-of-8 figure in its message.
+    /// The shipped model's SPRM head does not make Best-of-N beat a single sample (model card: its frozen-backbone features
+    /// carry no within-problem error signal, so SPRM Best-of-N stays at or below random pick while majority vote rises with k),
+    /// so this test asserts what is true — test-time scaling by majority vote beats pass@1 at k = 8, and the head scores every
+    /// step and separates right from wrong trajectories better than chance — and reports the SPRM Best-of-8 figure in its message.
     /// </remarks>
     [Fact]
     public async Task MajorityOfEightBeatsASingleSampleAndTheHeadBeatsChance()

@@ -8,7 +8,7 @@ using MetaStone.Training.Trainers;
 namespace MetaStone.Cli.Commands;
 
 /// <summary>
-/// <c>metastone train [--smoke] [--out DIR] [--work DIR] [--seed N] [--eval-problems N]</c>: builds the tiny
+/// <c>metastone train [--smoke] [--out DIR] [--work DIR] [--seed N] [--eval-problems N] [--recipe FILE] [--head-only [--policy DIR]]</c>: builds the tiny
 /// reflective model (tokenizer, policy, SPRM head), evaluates it and writes its model card.
 /// </summary>
 public sealed class TrainCommand : ICliVerb
@@ -22,10 +22,12 @@ public sealed class TrainCommand : ICliVerb
         var policySteps = new Option<int?>("--policy-steps") { Description = "Override the number of policy training steps." };
         var evalProblems = new Option<int>("--eval-problems") { Description = "Held-out test problems for the model card (0 = skip evaluation).", DefaultValueFactory = _ => 500 };
         var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
+        var headOnly = new Option<bool>("--head-only") { Description = "Keep an existing policy and retrain only the SPRM head (sampling + head phases of the recipe)." };
+        var policyDir = new Option<string?>("--policy") { Description = "With --head-only: the model directory whose policy is reused (default: the output directory)." };
         var json = JsonOutput.CreateOption();
         var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
         {
-            smoke, output, work, seed, policySteps, evalProblems, recipeFile, json,
+            smoke, output, work, seed, policySteps, evalProblems, recipeFile, headOnly, policyDir, json,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -37,11 +39,22 @@ public sealed class TrainCommand : ICliVerb
             string outDir = parseResult.GetValue(output) ?? Path.Combine(root, parseResult.GetValue(smoke) ? "artifacts/metastone-tiny-smoke" : RepoPaths.TinyModelRelative);
             string workDir = parseResult.GetValue(work) ?? Path.Combine(root, "artifacts", "train", Path.GetFileName(Path.GetFullPath(outDir)));
             var stderr = Console.Error;
-            stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}");
+            bool onlyHead = parseResult.GetValue(headOnly);
+            string? policyFrom = onlyHead ? parseResult.GetValue(policyDir) ?? outDir : null;
+            if (policyFrom is not null && !File.Exists(Path.Combine(policyFrom, "model.safetensors")))
+            {
+                stderr.WriteLine($"error: --head-only needs a trained policy: {Path.Combine(policyFrom, "model.safetensors")} not found");
+                return 2;
+            }
+            if (!onlyHead && parseResult.GetValue(policyDir) is not null) { stderr.WriteLine("error: --policy only goes with --head-only"); return 2; }
+            stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}{(policyFrom is null ? "" : $"; head only, policy from {policyFrom}")}");
             stderr.WriteLine($"[train] output {outDir}, work {workDir}");
             var bar = new ProgressLine();
             var clock = Stopwatch.StartNew();
-            var summary = await new TinyModelBuilder(recipe).BuildAsync(outDir, workDir, bar.Report, cancellationToken).ConfigureAwait(false);
+            var builder = new TinyModelBuilder(recipe);
+            var summary = policyFrom is null
+                ? await builder.BuildAsync(outDir, workDir, bar.Report, cancellationToken).ConfigureAwait(false)
+                : await builder.BuildHeadAsync(policyFrom, outDir, workDir, bar.Report, cancellationToken).ConfigureAwait(false);
             bar.End();
             stderr.WriteLine($"[train] built in {summary.Total:mm\\:ss} (policy {summary.PolicyTime:mm\\:ss}, sampling {summary.SamplingTime:mm\\:ss}, head {summary.HeadTime:mm\\:ss}); SPRM data: {summary.SprTrajectories} trajectories, {summary.SprSteps} steps, sample accuracy {summary.SprSampleAccuracy:P1}");
 
@@ -58,7 +71,9 @@ public sealed class TrainCommand : ICliVerb
                 File.WriteAllText(Path.Combine(outDir, "eval.json"), System.Text.Json.JsonSerializer.Serialize(report, JsonOutput.SerializerOptions));
             }
             string commandLine = "metastone train" + (parseResult.GetValue(smoke) ? " --smoke" : "") + (parseResult.GetValue(seed) is long sd ? $" --seed {sd}" : "")
-                + (parseResult.GetValue(policySteps) is int p2 ? $" --policy-steps {p2}" : "");
+                + (parseResult.GetValue(policySteps) is int p2 ? $" --policy-steps {p2}" : "")
+                + (onlyHead ? " --head-only" + (parseResult.GetValue(policyDir) is string pd ? $" --policy {pd}" : "") : "")
+                + (parseResult.GetValue(recipeFile) is string rf2 ? $" --recipe {rf2}" : "");
             ModelCard.Write(outDir, recipe, summary, report, commandLine);
             if (parseResult.GetValue(json)) JsonOutput.Write(parseResult.InvocationConfiguration.Output, new { summary, report });
             else if (report is not null) parseResult.InvocationConfiguration.Output.WriteLine(report.ToTable());

@@ -12,6 +12,9 @@ namespace MetaStone.Training.Trainers;
 /// <summary>A sampled trajectory with its grade and the SPRM features of its steps.</summary>
 public sealed record LabeledTrajectory(int ProblemIndex, Trajectory Trajectory, bool Correct, bool Finished, int[] FeaturePositions);
 
+/// <summary>The head training log, the epoch whose weights the head ended with, and its dev-set figures.</summary>
+public sealed record SprHeadResult(IReadOnlyList<string> Log, int SelectedEpoch, double DevAuroc, double DevBestOfN);
+
 /// <summary>
 /// Trains the SPRM head on the policy's own samples with <see cref="SprLoss"/>. The backbone is frozen
 /// (see the model card): the released recipe scales the head's gradient into the backbone by 1e-4, which
@@ -83,42 +86,74 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
         return rows.Count == 0 ? zeros(0, policy.Config.HiddenSize) : cat(rows, 0);
     }
 
-    /// <summary>Trains <paramref name="head"/> on the labelled steps; returns per-epoch logs.</summary>
+    /// <summary>Trains <paramref name="head"/> on the labelled steps of the policy's own samples; returns per-epoch logs.</summary>
     public List<string> TrainHead(SprmHead head, Tensor features, IReadOnlyList<LabeledTrajectory> trajectories,
-        Action<TrainingProgress>? progress = null)
+        Action<TrainingProgress>? progress = null) =>
+        TrainHead(head, new SprData
+        {
+            Features = features,
+            Trajectories = trajectories.Select(t => new SprTrajectoryInfo(t.ProblemIndex, t.Trajectory.CandidateIndex, t.Correct, t.Finished,
+                t.FeaturePositions.Length, null, "")).ToList(),
+        }, dev: null, progress).Log.ToList();
+
+    /// <summary>
+    /// Trains <paramref name="head"/> with <see cref="SprLoss"/> on <paramref name="train"/>. After every epoch the trajectory
+    /// scores of <paramref name="dev"/> (samples of held-out dev problems, never the test split) are measured; with
+    /// <see cref="TrainingRecipe.SprSelectBy"/> other than "last" the head ends with the weights of the best dev epoch.
+    /// With <see cref="TrainingRecipe.SprStandardizeFeatures"/> the head is trained on per-channel standardized features
+    /// (an optimizer preconditioning only: the raw residual stream has channels of very different scale) and the
+    /// standardization is folded into the first Linear at the end, so the shipped head reads raw hidden_states[-2] exactly as before.
+    /// </summary>
+    public SprHeadResult TrainHead(SprmHead head, SprData train, SprData? dev, Action<TrainingProgress>? progress = null)
     {
-        // Per-step label / validity / owning trajectory, aligned with the rows of features.
-        var labels = new List<float>();
-        var valid = new List<bool>();
-        var owner = new List<int>();
-        for (int i = 0; i < trajectories.Count; i++)
-            foreach (var _ in trajectories[i].FeaturePositions)
-            {
-                labels.Add(trajectories[i].Correct ? 1f : 0f);
-                valid.Add(trajectories[i].Finished); // truncated samples say nothing about correctness
-                owner.Add(i);
-            }
+        if (recipe.SprSelectBy is not ("last" or "dev-auroc" or "dev-best-of-n"))
+            throw new ArgumentException($"SprSelectBy must be last, dev-auroc or dev-best-of-n, got '{recipe.SprSelectBy}'");
         var log = new List<string>();
-        if (labels.Count == 0) { log.Add("no steps to train on"); return log; }
-        var y = tensor(labels.ToArray());
-        var v = tensor(valid.ToArray());
+        if (train.StepCount == 0) { log.Add("no steps to train on"); return new SprHeadResult(log, 0, double.NaN, double.NaN); }
+        var trainOwner = train.Owner;
+        var devOwner = dev?.Owner;
+        var y = tensor(train.Labels);
+        var v = tensor(train.Valid);
+
+        Tensor? mean = null, std = null;
+        Tensor Prepare(Tensor x) => mean is null ? x : (x - mean) / std!;
+        if (recipe.SprStandardizeFeatures)
+        {
+            mean = train.Features.mean([0]);
+            std = train.Features.std([0]).clamp_min(1e-4);
+        }
+        // Without standardization these are the callers' own tensors: dispose only what was made here.
+        var trainX = Prepare(train.Features);
+        var devX = dev is null || dev.StepCount == 0 ? null : Prepare(dev.Features);
+        using var ownTrainX = mean is null ? null : trainX;
+        using var ownDevX = mean is null ? null : devX;
+
         var parameters = head.Module.parameters().ToList();
-        var optimizer = torch.optim.AdamW(parameters, lr: recipe.SprLearningRate, weight_decay: recipe.SprWeightDecay);
+        var optimizer = (TorchSharp.Modules.OptimizerHelper)torch.optim.AdamW(parameters, lr: recipe.SprLearningRate, weight_decay: recipe.SprWeightDecay);
         var rng = new Random(unchecked((int)recipe.Seed));
         var clock = Stopwatch.StartNew();
-        int n = labels.Count;
+        int n = train.StepCount;
+        int batchesPerEpoch = (n + recipe.SprBatchSize - 1) / recipe.SprBatchSize;
+        int totalBatches = batchesPerEpoch * recipe.SprEpochs, batchIndex = 0;
+        double bestMetric = double.NegativeInfinity;
+        int bestEpoch = 0;
+        Dictionary<string, Tensor>? best = null;
+        SprDevStats? bestDev = null;
         for (int epoch = 0; epoch < recipe.SprEpochs; epoch++)
         {
             head.Module.train();
             var order = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).Select(i => (long)i).ToArray();
-            double lossSum = 0;
+            double lossSum = 0, lr = recipe.SprLearningRate;
             int batches = 0;
             for (int start = 0; start < n; start += recipe.SprBatchSize)
             {
+                // Cosine decay from SprLearningRate to SprMinLearningRate over all batches (constant when they are equal).
+                lr = recipe.SprMinLearningRate + 0.5 * (recipe.SprLearningRate - recipe.SprMinLearningRate) * (1 + Math.Cos(Math.PI * batchIndex++ / totalBatches));
+                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
                 using var scope = NewDisposeScope();
                 var index = tensor(order.Skip(start).Take(recipe.SprBatchSize).ToArray());
                 optimizer.zero_grad();
-                var (loss, _) = SprLoss.Compute(head.Logits(features.index_select(0, index)), y.index_select(0, index), v.index_select(0, index));
+                var (loss, _) = SprLoss.Compute(head.Logits(trainX.index_select(0, index)), y.index_select(0, index), v.index_select(0, index));
                 loss.backward();
                 nn.utils.clip_grad_norm_(parameters, 1.0);
                 optimizer.step();
@@ -126,30 +161,100 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
                 batches++;
             }
             head.Module.eval();
-            var (correctMean, wrongMean, auroc) = TrajectoryScoreStats(head, features, trajectories, owner);
-            string line = $"epoch {epoch + 1}/{recipe.SprEpochs}: loss {lossSum / batches:F4}  mean score correct {correctMean:F3} wrong {wrongMean:F3}  AUROC {auroc:F3}";
+            var (correctMean, wrongMean, auroc) = TrajectoryScoreStats(head, trainX, train.Trajectories, trainOwner);
+            string line = $"epoch {epoch + 1}/{recipe.SprEpochs}: loss {lossSum / batches:F4}  train: mean score correct {correctMean:F3} wrong {wrongMean:F3}  AUROC {auroc:F3}";
+            if (devX is not null)
+            {
+                var d = DevStats(head, devX, dev!.Trajectories, devOwner!);
+                line += $"  | dev: AUROC {d.Auroc:F3}  Best-of-{d.K} {d.BestOfN:P1} (random {d.Random:P1}, majority {d.Majority:P1})";
+                double metric = recipe.SprSelectBy switch
+                {
+                    "dev-auroc" => d.Auroc,
+                    "dev-best-of-n" => d.BestOfN + 1e-3 * d.Auroc,
+                    _ => epoch,
+                };
+                if (metric > bestMetric)
+                {
+                    bestMetric = metric;
+                    bestEpoch = epoch + 1;
+                    bestDev = d;
+                    if (best is not null) foreach (var t in best.Values) t.Dispose();
+                    best = head.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+                }
+            }
             log.Add(line);
-            progress?.Invoke(new TrainingProgress("sprm", epoch + 1, recipe.SprEpochs, lossSum / batches, 0, recipe.SprLearningRate, clock.Elapsed, line));
+            progress?.Invoke(new TrainingProgress("sprm", epoch + 1, recipe.SprEpochs, lossSum / batches, 0, lr, clock.Elapsed, line));
         }
-        return log;
+        if (best is not null && recipe.SprSelectBy != "last")
+        {
+            using (no_grad()) head.Module.load_state_dict(best);
+            log.Add($"selected epoch {bestEpoch} by {recipe.SprSelectBy}: dev AUROC {bestDev!.Auroc:F3}, dev Best-of-{bestDev.K} {bestDev.BestOfN:P1} (random {bestDev.Random:P1})");
+        }
+        else if (devX is not null)
+        {
+            bestDev = DevStats(head, devX, dev!.Trajectories, devOwner!);
+            bestEpoch = recipe.SprEpochs;
+        }
+        if (best is not null) foreach (var t in best.Values) t.Dispose();
+        if (mean is not null)
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            var probe = train.Features.narrow(0, 0, Math.Min(n, 4096));
+            var reference = head.Logits(Prepare(probe));
+            var linear = (TorchSharp.Modules.Linear)head.Module[0];
+            var w = linear.weight!.detach() / std!.unsqueeze(0);   // W' = W / σ
+            var b = linear.bias!.detach() - w.matmul(mean);          // b' = b − W' μ
+            linear.weight!.copy_(w);
+            linear.bias!.copy_(b);
+            double diff = (head.Logits(probe) - reference).abs().max().item<float>();
+            log.Add($"standardization folded into 0.weight/0.bias (max logit change {diff:E1} on {probe.shape[0]} raw feature rows)");
+            mean.Dispose(); std.Dispose();
+        }
+        return new SprHeadResult(log, bestEpoch, bestDev?.Auroc ?? double.NaN, bestDev?.BestOfN ?? double.NaN);
     }
 
-    /// <summary>Mean geometric-mean trajectory score of correct vs wrong samples (the paper's fc/correct_prob, fc/false_prob) and their AUROC.</summary>
-    public static (double CorrectMean, double WrongMean, double Auroc) TrajectoryScoreStats(SprmHead head, Tensor features,
-        IReadOnlyList<LabeledTrajectory> trajectories, IReadOnlyList<int> owner)
+    /// <summary>Dev-set statistics of the current head: AUROC of trajectory scores and Best-of-N over each problem's samples.</summary>
+    public sealed record SprDevStats(double Auroc, double BestOfN, double Majority, double Random, int K);
+
+    public static SprDevStats DevStats(SprmHead head, Tensor features, IReadOnlyList<SprTrajectoryInfo> trajectories, IReadOnlyList<int> owner)
+    {
+        var scores = Scores(head, features, trajectories.Count, owner);
+        var perProblem = trajectories.Select((t, i) => (t.ProblemIndex, Candidate: new GradedCandidate(scores[i], t.Answer, t.Correct)))
+            .GroupBy(x => x.ProblemIndex).Select(g => (IReadOnlyList<GradedCandidate>)g.Select(x => x.Candidate).ToList()).ToList();
+        int k = perProblem.Count == 0 ? 1 : perProblem.Max(p => p.Count);
+        var atK = ScalingStatistics.AtK(perProblem, k);
+        return new SprDevStats(ScalingStatistics.Auroc(scores, trajectories.Select(t => t.Correct).ToList()), atK.SprmBestOfN, atK.MajorityVote, atK.RandomPick, k);
+    }
+
+    /// <summary>Geometric-mean trajectory score of every trajectory (0 when it has no step) under the head in its current mode.</summary>
+    public static List<double> Scores(SprmHead head, Tensor features, int trajectories, IReadOnlyList<int> owner)
     {
         float[] logits;
         using (no_grad())
         using (NewDisposeScope())
-            logits = head.Logits(features).data<float>().ToArray();
-        var perTrajectory = new List<double>[trajectories.Count];
+            logits = features.shape[0] == 0 ? [] : head.Logits(features).data<float>().ToArray();
+        var perTrajectory = new List<double>[trajectories];
         for (int i = 0; i < perTrajectory.Length; i++) perTrajectory[i] = [];
         for (int s = 0; s < logits.Length; s++) perTrajectory[owner[s]].Add(TrajectoryScore.Sigmoid(logits[s]));
-        var scores = perTrajectory.Select(p => TrajectoryScore.Aggregate(p)).ToList();
+        return perTrajectory.Select(p => TrajectoryScore.Aggregate(p)).ToList();
+    }
+
+    /// <summary>Mean geometric-mean trajectory score of correct vs wrong samples (the paper's fc/correct_prob, fc/false_prob) and their AUROC.</summary>
+    public static (double CorrectMean, double WrongMean, double Auroc) TrajectoryScoreStats(SprmHead head, Tensor features,
+        IReadOnlyList<SprTrajectoryInfo> trajectories, IReadOnlyList<int> owner)
+    {
+        var scores = Scores(head, features, trajectories.Count, owner);
         var correct = trajectories.Select(t => t.Correct).ToList();
         double Mean(bool c) => scores.Where((_, i) => correct[i] == c).DefaultIfEmpty(double.NaN).Average();
         return (Mean(true), Mean(false), ScalingStatistics.Auroc(scores, correct));
     }
+
+    /// <inheritdoc cref="TrajectoryScoreStats(SprmHead, Tensor, IReadOnlyList{SprTrajectoryInfo}, IReadOnlyList{int})"/>
+    public static (double CorrectMean, double WrongMean, double Auroc) TrajectoryScoreStats(SprmHead head, Tensor features,
+        IReadOnlyList<LabeledTrajectory> trajectories, IReadOnlyList<int> owner) =>
+        TrajectoryScoreStats(head, features, trajectories.Select(t => new SprTrajectoryInfo(t.ProblemIndex, t.Trajectory.CandidateIndex, t.Correct,
+            t.Finished, t.FeaturePositions.Length, null, "")).ToList(), owner);
 
     public StepTokenSet Rules => rules;
     public IReadOnlyList<int> Eos => eos;

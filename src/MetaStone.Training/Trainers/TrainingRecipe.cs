@@ -30,13 +30,22 @@ public sealed record TrainingRecipe
     public int CheckpointEvery { get; init; } = 250;
 
     // SPRM head: self-supervised process reward loss on the policy's own samples.
-    public int SprProblems { get; init; } = 800;
+    public int SprProblems { get; init; } = 4000;
     public int SprSamplesPerProblem { get; init; } = 8;
-    public int SprEpochs { get; init; } = 30;
-    public int SprBatchSize { get; init; } = 256;
+    public int SprEpochs { get; init; } = 100;
+    public int SprBatchSize { get; init; } = 512;
     public double SprLearningRate { get; init; } = 1e-3;
     public double SprWeightDecay { get; init; } = 0.01;
     public int SprMaxNewTokens { get; init; } = 160;
+    /// <summary>Cosine-decay floor of the head learning rate (equal to SprLearningRate = constant).</summary>
+    public double SprMinLearningRate { get; init; } = 1e-4;
+    /// <summary>Train the head on per-channel standardized features, folded into 0.weight/0.bias at the end (the shipped head reads raw features).</summary>
+    public bool SprStandardizeFeatures { get; init; } = true;
+    /// <summary>Held-out dev-split problems (never test) sampled like the training ones, for choosing the head's epoch; 0 = none.</summary>
+    public int SprDevProblems { get; init; } = 500;
+    public int SprDevSamplesPerProblem { get; init; } = 8;
+    /// <summary>Which epoch's head to keep: "last", "dev-auroc" or "dev-best-of-n" (Best-of-SprDevSamplesPerProblem on dev).</summary>
+    public string SprSelectBy { get; init; } = "dev-auroc";
 
     public static TrainingRecipe Full => new();
 
@@ -45,7 +54,8 @@ public sealed record TrainingRecipe
     {
         HiddenSize = 64, Layers = 2, Heads = 4, KvHeads = 2, IntermediateSize = 160,
         PolicySteps = 120, BatchSize = 32, WarmupSteps = 10, CheckpointEvery = 60,
-        SprProblems = 48, SprSamplesPerProblem = 4, SprEpochs = 10, SprMaxNewTokens = 120,
+        SprProblems = 48, SprSamplesPerProblem = 4, SprEpochs = 10, SprBatchSize = 256, SprMaxNewTokens = 120,
+        SprDevProblems = 16, SprDevSamplesPerProblem = 4,
     };
 
     public string ToJson() => JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true });
