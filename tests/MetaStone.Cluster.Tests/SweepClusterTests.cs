@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MetaStone.Cli.Sweeps;
 using MetaStone.Client;
 using MetaStone.Cluster.Tests.Infrastructure;
 using MetaStone.Contracts;
@@ -35,12 +36,8 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
         Seed = 7,
     };
 
-    private static SweepReport Analyse(SweepRequest request, SweepStatus status, IReadOnlyList<SweepItemResult> items)
-    {
-        var samples = items.Select(i => new SweepSamples(i.Problem, i.Budget,
-            i.Candidates.Select(c => new GradedCandidate(c.Score, c.Answer, c.Correct, c.ThinkingTokens, c.Steps)).ToList())).ToList();
-        return SweepAnalysis.Analyse(samples, request.Ks, request.SubsampleSeeds, new ComputeModel(status.Model!.PolicyParameters, status.Model.HiddenSize));
-    }
+    private static SweepSummary Analyse(SweepRequest request, SweepStatus status, IReadOnlyList<SweepItemResult> items) =>
+        SweepOutput.Analyse(status.SweepId, request, status.Model!, items);
 
     private static async Task<SweepStatus> AwaitSweepAsync(MetaStoneClient client, string sweepId, TimeSpan timeout)
     {
@@ -50,7 +47,7 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
         return last!;
     }
 
-    private void Report(SweepReport report)
+    private void Report(SweepSummary report)
     {
         foreach (var fit in report.Fits)
             output.WriteLine($"{SweepAnalysis.Name(fit.Method),-20} a = {fit.Fit.A:F4} b = {fit.Fit.B:F5} R² = {fit.Fit.RSquared:F3} ({fit.Fit.Points} points)");

@@ -63,17 +63,12 @@ public sealed class SweepCommand : ICliVerb
                     ?? throw new ArgumentException($"{from}/sweep.json is empty");
                 var items = File.ReadLines(Path.Combine(from, "items.jsonl")).Where(l => l.Length > 0)
                     .Select(l => System.Text.Json.JsonSerializer.Deserialize<SweepItemResult>(l, JsonOutput.SerializerOptions)!).ToList();
-                var redo = new SweepRequest
-                {
-                    Problems = Enumerable.Range(0, previous.Problems).Select(i => new SweepProblem("", "")).ToList(),
-                    Ks = parse.GetResult(ks) is null ? previous.Ks : ParseList(parse.GetValue(ks)!, "--k", allowNone: false).Select(k => k!.Value).ToList(),
-                    Budgets = previous.Budgets,
-                    SubsampleSeeds = parse.GetResult(seeds) is null ? previous.SubsampleSeeds : parse.GetValue(seeds),
-                    Description = previous.Description,
-                };
-                if (redo.Ks.Max() > previous.CandidatesPerItem)
-                    Console.Error.WriteLine($"note: k = {redo.Ks.Max()} exceeds the {previous.CandidatesPerItem} candidates generated per item; those points use all of them (problems_short)");
-                return WriteReport(SweepOutput.Analyse(previous.SweepId, redo, previous.Model, items), items, parse.GetValue(output) ?? from, parse, json);
+                var redoKs = parse.GetResult(ks) is null ? previous.Ks : ParseList(parse.GetValue(ks)!, "--k", allowNone: false).Select(k => k!.Value).ToList();
+                int redoSeeds = parse.GetResult(seeds) is null ? previous.SubsampleSeeds : parse.GetValue(seeds);
+                if (redoKs.Max() > previous.CandidatesPerItem)
+                    Console.Error.WriteLine($"note: k = {redoKs.Max()} exceeds the {previous.CandidatesPerItem} candidates generated per item; those points use all of them (problems_short)");
+                var summary = SweepOutput.Analyse(previous.SweepId, previous.Description, previous.Problems, redoKs, previous.Budgets, redoSeeds, previous.Model, items);
+                return WriteReport(summary, items, parse.GetValue(output) ?? from, parse, json);
             }
 
             if (parse.GetValue(cancel) is string cancelId)

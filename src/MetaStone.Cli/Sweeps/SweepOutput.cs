@@ -28,19 +28,24 @@ public sealed record SweepSummary
 /// <summary>Turns a sweep's graded items into its points and fits, and writes them as CSV, JSON, JSONL and a table.</summary>
 public static class SweepOutput
 {
-    public static SweepSummary Analyse(string sweepId, SweepRequest request, ModelInfo model, IReadOnlyList<SweepItemResult> items)
+    public static SweepSummary Analyse(string sweepId, SweepRequest request, ModelInfo model, IReadOnlyList<SweepItemResult> items) =>
+        Analyse(sweepId, request.Description, request.Problems.Count, request.Ks, request.Budgets, request.SubsampleSeeds, model, items);
+
+    /// <summary>The analysis from the settings that shape it: also what <c>--reanalyse</c> runs on a saved report.</summary>
+    public static SweepSummary Analyse(string sweepId, string? description, int problems, IReadOnlyList<int> ks, IReadOnlyList<int?> budgets,
+        int seeds, ModelInfo model, IReadOnlyList<SweepItemResult> items)
     {
         var samples = items.Select(i => new SweepSamples(i.Problem, i.Budget,
             i.Candidates.Select(c => new GradedCandidate(c.Score, c.Answer, c.Correct, c.ThinkingTokens, c.Steps)).ToList())).ToList();
         // A model without an SPRM head scores nothing, so the head adds no compute.
         var compute = new ComputeModel(model.PolicyParameters, model.HeadParameters > 0 ? model.HiddenSize : 0);
-        var report = SweepAnalysis.Analyse(samples, request.Ks, request.SubsampleSeeds, compute);
+        var report = SweepAnalysis.Analyse(samples, ks, seeds, compute);
         return new SweepSummary
         {
-            SweepId = sweepId, Description = request.Description, Model = model, Problems = request.Problems.Count,
-            CandidatesPerItem = items.Count == 0 ? request.KMax : items.Max(i => i.Candidates.Count), Ks = request.Ks, Budgets = request.Budgets, SubsampleSeeds = request.SubsampleSeeds,
-            ItemsFinished = items.Count, ItemsTotal = request.ItemCount, ComputeDefinition = report.ComputeDefinition,
-            Points = report.Points, Fits = report.Fits, FitsByBudget = report.FitsByBudget,
+            SweepId = sweepId, Description = description, Model = model, Problems = problems,
+            CandidatesPerItem = items.Count == 0 ? ks.Max() : items.Max(i => i.Candidates.Count), Ks = ks, Budgets = budgets,
+            SubsampleSeeds = seeds, ItemsFinished = items.Count, ItemsTotal = problems * budgets.Count,
+            ComputeDefinition = report.ComputeDefinition, Points = report.Points, Fits = report.Fits, FitsByBudget = report.FitsByBudget,
         };
     }
 
@@ -67,12 +72,14 @@ public static class SweepOutput
         File.WriteAllText(path, s.ToString());
     }
 
+    private static readonly System.Text.Json.JsonSerializerOptions OneLine = new(JsonOutput.SerializerOptions) { WriteIndented = false };
+
     /// <summary>The graded candidates themselves, one item per line, so a sweep can be re-analysed without the cluster.</summary>
     public static void WriteItems(string path, IReadOnlyList<SweepItemResult> items)
     {
         using var writer = new StreamWriter(path, false, new UTF8Encoding(false));
         foreach (var item in items.OrderBy(i => i.Item))
-            writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(item, JsonOutput.SerializerOptions).Replace("\n", "", StringComparison.Ordinal).Replace("\r", "", StringComparison.Ordinal));
+            writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(item, OneLine));
     }
 
     private static readonly SweepMethod[] TableMethods =

@@ -85,14 +85,14 @@ public sealed class FileSweepStore(string directory) : ISweepStore
         lock (_gate)
         {
             // One line per item, flushed to disk before the item counts as finished.
-            using var stream = new FileStream(ItemsPath(sweepId), FileMode.Append, FileAccess.Write, FileShare.Read);
+            using var stream = new FileStream(ItemsPath(sweepId), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
             // A torn line from an earlier crash must not swallow this one: start on a fresh line.
             if (stream.Length > 0)
             {
-                using var check = new FileStream(ItemsPath(sweepId), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-                check.Seek(-1, SeekOrigin.End);
-                if (check.ReadByte() != '\n') stream.WriteByte((byte)'\n');
+                stream.Seek(-1, SeekOrigin.End);
+                if (stream.ReadByte() != '\n') stream.WriteByte((byte)'\n');
             }
+            stream.Seek(0, SeekOrigin.End);
             byte[] line = Encoding.UTF8.GetBytes(JobJson.Write(item) + "\n");
             stream.Write(line);
             stream.Flush(flushToDisk: true);

@@ -21,7 +21,7 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
     public const int ItemAttempts = 3;
 
     private readonly SortedDictionary<int, SweepItemResult> _items = [];
-    private readonly HashSet<int> _running = [];
+    /// <summary>Item → the job id it runs as now; its count is the number of items running.</summary>
     private readonly Dictionary<int, string> _runningJobs = [];
     private SweepRequest? _request;
     private ModelInfo? _model;
@@ -246,7 +246,6 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         }
         finally
         {
-            _running.Clear();
             _runningJobs.Clear();
             Signal();
         }
@@ -258,14 +257,13 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         var (problem, budgetIndex) = SweepRules.ItemOf(request, item);
         var job = SweepRules.JobOf(request, item);
         var clock = Stopwatch.StartNew();
-        _running.Add(item);
-        Signal();
         JobResult result;
         for (int attempt = 1; ; attempt++)
         {
             // The first attempt's id is the same in every run: a resumed sweep re-joins the job and its stored candidates.
             string jobId = SweepRules.JobId(SweepId, request, item) + (attempt == 1 ? "" : $"~retry{_runs}.{attempt}");
             _runningJobs[item] = jobId;
+            if (attempt == 1) Signal();
             try
             {
                 result = await RunJobAsync(jobId, job, cancellationToken);
@@ -288,7 +286,6 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         await store.SaveItemAsync(SweepId, finished);
         _items[item] = finished;
         _finishedThisRun++;
-        _running.Remove(item);
         _runningJobs.Remove(item);
         Signal();
     }
@@ -327,7 +324,7 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
             : null;
         return new SweepStatus
         {
-            SweepId = SweepId, State = _state, TotalItems = total, FinishedItems = _items.Count, RunningItems = _running.Count,
+            SweepId = SweepId, State = _state, TotalItems = total, FinishedItems = _items.Count, RunningItems = _runningJobs.Count,
             FinishedThisRun = _finishedThisRun, RunSeconds = runSeconds, EtaSeconds = eta, CandidatesPerItem = _request?.KMax ?? 0,
             Error = _error, CreatedAt = _createdAt, Silo = silo.Name, Runs = _runs, Model = _model,
             Problems = _request?.Problems.Count ?? 0,
