@@ -88,8 +88,16 @@ public sealed class MetaStoneClient : IAsyncDisposable
     /// <exception cref="KeyNotFoundException">No such job.</exception>
     /// <exception cref="OperationCanceledException">The job was cancelled.</exception>
     /// <exception cref="InvalidOperationException">The job failed.</exception>
-    public Task<JobResult> AwaitResultAsync(string jobId, CancellationToken cancellationToken = default) =>
-        RetryAsync(() => Coordinator(jobId).AwaitResultAsync(cancellationToken), cancellationToken);
+    public async Task<JobResult> AwaitResultAsync(string jobId, CancellationToken cancellationToken = default)
+    {
+        // Follow the job with bounded long polls instead of one call that lasts as long as the job: a client's request
+        // forwarded by a live gateway to a silo that then dies is never answered (only the response timeout ends it),
+        // whereas a lost poll times out within a minute and is reissued to the coordinator's new activation.
+        await foreach (var e in WatchAsync(jobId, cancellationToken))
+            if (e.IsTerminal) break;
+        // The job has ended: this returns its result at once, or throws why it failed or was cancelled.
+        return await RetryAsync(() => Coordinator(jobId).AwaitResultAsync(cancellationToken), cancellationToken);
+    }
 
     /// <summary>The result of a completed job, or null while it runs.</summary>
     public Task<JobResult?> GetResultAsync(string jobId, CancellationToken cancellationToken = default) =>

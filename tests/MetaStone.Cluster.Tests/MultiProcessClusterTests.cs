@@ -75,7 +75,9 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
         victim.KillHard();
         output.WriteLine($"killed {victim.Name} (coordinator on {status.CoordinatorSilo}) with {before.Finished}/32 candidates done");
 
-        var result = await client.AwaitResultAsync(jobId);
+        // Bounded: a result that never comes must fail the test, not hang the run (it once did, before the client polled).
+        using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var result = await client.AwaitResultAsync(jobId, patience.Token);
         output.WriteLine($"job completed {clock.ElapsedMilliseconds} ms after the kill; attempts > 1: {result.Candidates.Count(c => c.Attempts > 1)}");
         AssertComplete(result);
         await AssertStoredAsync(jobId);
@@ -96,7 +98,9 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
         victim.KillHard();
         output.WriteLine($"killed coordinator silo {victim.Name} with {before.Finished}/32 candidates done");
 
-        var result = await client.AwaitResultAsync(jobId);
+        // Bounded: a result that never comes must fail the test, not hang the run (it once did, before the client polled).
+        using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var result = await client.AwaitResultAsync(jobId, patience.Token);
         output.WriteLine($"job completed {clock.ElapsedMilliseconds} ms after the kill, coordinator runs: {result.CoordinatorRuns}");
         AssertComplete(result);
         Assert.True(result.CoordinatorRuns >= 2, "a second coordinator run resumed the job");
