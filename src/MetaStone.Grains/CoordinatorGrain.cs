@@ -161,14 +161,7 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, IL
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
         for (int attempt = 0; ; attempt++)
         {
-            var replicas = await registry.ListAsync();
-            string? replica = replicas.Count == 0 ? null : replicas[Random.Shared.Next(replicas.Count)].Replica;
-            if (replica is null)
-            {
-                if (attempt >= 20) throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
-                await Task.Delay(250);
-                continue;
-            }
+            string replica = await registry.AnyReplicaAsync();
             try
             {
                 await GrainFactory.GetGrain<IReplicaGrain>(replica).CheckPromptAsync(request);

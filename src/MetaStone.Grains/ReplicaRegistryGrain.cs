@@ -116,3 +116,21 @@ public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grai
     /// <summary>Busy sequences per slot, so a replica with a bigger batch takes proportionally more.</summary>
     private static double Busy(Entry e) => Math.Max(e.Load.Busy, e.Outstanding) / (double)Math.Max(1, e.Load.Slots);
 }
+
+public static class ReplicaRegistryExtensions
+{
+    /// <summary>
+    /// A live replica chosen at random, waiting 250 ms between looks while none is registered (a cluster that is still
+    /// starting); after <paramref name="attempts"/> looks it fails naming the problem.
+    /// </summary>
+    public static async Task<string> AnyReplicaAsync(this IReplicaRegistryGrain registry, int attempts = 20)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var replicas = await registry.ListAsync();
+            if (replicas.Count > 0) return replicas[Random.Shared.Next(replicas.Count)].Replica;
+            if (attempt >= attempts) throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
+            await Task.Delay(250);
+        }
+    }
+}

@@ -170,17 +170,8 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
     private async Task<ModelInfo> DescribeModelAsync() =>
         await GrainFactory.GetGrain<IReplicaGrain>(await AnyReplicaAsync()).DescribeModelAsync();
 
-    private async Task<string> AnyReplicaAsync()
-    {
-        var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
-        for (int attempt = 0; attempt < 40; attempt++)
-        {
-            var replicas = await registry.ListAsync();
-            if (replicas.Count > 0) return replicas[Random.Shared.Next(replicas.Count)].Replica;
-            await Task.Delay(250);
-        }
-        throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
-    }
+    // A sweep is often started right after its silos: it waits 10 s for a replica, twice a single job's patience.
+    private Task<string> AnyReplicaAsync() => GrainFactory.GetGrain<IReplicaRegistryGrain>(0).AnyReplicaAsync(attempts: 40);
 
     private void StartRun()
     {
