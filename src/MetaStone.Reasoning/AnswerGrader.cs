@@ -59,7 +59,9 @@ public static partial class AnswerGrader
 
     /// <summary>
     /// True when the last box of the answer part (see <see cref="AnswerPart"/>) equals
-    /// <paramref name="expectedAnswer"/> after <see cref="Normalize"/>; numbers compare by value.
+    /// <paramref name="expectedAnswer"/> after <see cref="Normalize"/>; numbers compare by value. When the expected
+    /// answer is a <see cref="CountdownSpec"/> (<c>countdown:78:3,7,5,9</c>) the box must hold an expression that
+    /// <see cref="CountdownGrader"/> accepts instead.
     /// </summary>
     public static bool IsCorrect(string modelOutput, string expectedAnswer)
     {
@@ -67,6 +69,9 @@ public static partial class AnswerGrader
         var extracted = ExtractBoxed(AnswerPart(modelOutput));
         if (extracted is null)
             return false;
+        // A search problem has many right answers: its expected answer is the problem itself, and the expression is checked.
+        if (CountdownSpec.TryParse(expectedAnswer) is { } countdown)
+            return CountdownGrader.IsCorrect(extracted, countdown);
         var actual = Normalize(extracted);
         var expected = Normalize(expectedAnswer);
         if (actual.Length == 0 || expected.Length == 0)

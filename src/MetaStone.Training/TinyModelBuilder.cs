@@ -22,6 +22,8 @@ public sealed record BuildSummary(string OutputDirectory, TimeSpan PolicyTime, T
     public int SelectedEpoch { get; init; }
     public double DevAuroc { get; init; } = double.NaN;
     public double DevBestOfN { get; init; } = double.NaN;
+    /// <summary>Dev figures per family of the selected head epoch (empty without dev problems).</summary>
+    public IReadOnlyList<SprTrainer.SprFamilyDevStats> DevFamilies { get; init; } = [];
 }
 
 /// <summary>
@@ -31,7 +33,11 @@ public sealed record BuildSummary(string OutputDirectory, TimeSpan PolicyTime, T
 /// </summary>
 public sealed class TinyModelBuilder(TrainingRecipe recipe)
 {
-    public static ArithmeticChainTask Task { get; } = new();
+    /// <summary>Both task families with the default options (the recipe sets the mix).</summary>
+    public static TaskSuite Tasks { get; } = new();
+
+    /// <summary>The task suite this recipe trains on.</summary>
+    public TaskSuite Suite { get; } = new(searchFraction: recipe.SearchFraction);
 
     /// <summary>The files of a model directory that belong to the policy (everything but the head and the card).</summary>
     public static readonly string[] PolicyFiles = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
@@ -44,12 +50,12 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
         Directory.CreateDirectory(workDirectory);
         File.WriteAllText(Path.Combine(workDirectory, "recipe.json"), recipe.ToJson());
 
-        new TaskTokenizerBuilder(modelMaxLength: recipe.MaxPositions).BuildForTask(Task, outputDirectory);
+        new TaskTokenizerBuilder(modelMaxLength: recipe.MaxPositions).BuildForTask(Suite, outputDirectory);
         var tokenizer = QwenTokenizer.FromDirectory(outputDirectory);
 
         // Phase 1: policy.
         var policyClock = Stopwatch.StartNew();
-        var trainer = new PolicyTrainer(recipe, tokenizer, Task);
+        var trainer = new PolicyTrainer(recipe, tokenizer, Suite);
         using var policy = trainer.Train(workDirectory, progress, cancellationToken);
         trainer.ModelConfig.Save(Path.Combine(outputDirectory, "config.json"));
         SafeTensors.Save(Path.Combine(outputDirectory, "model.safetensors"),
@@ -76,16 +82,65 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
             foreach (var file in PolicyFiles)
                 File.Copy(Path.Combine(policyDirectory, file), Path.Combine(outputDirectory, file), overwrite: true);
         var tokenizer = QwenTokenizer.FromDirectory(outputDirectory);
-        var config = Qwen2Config.Load(Path.Combine(outputDirectory, "config.json"));
-        if (config.HiddenSize != recipe.HiddenSize || config.NumHiddenLayers != recipe.Layers)
-            throw new InvalidDataException($"{policyDirectory}: policy is {config.NumHiddenLayers} layers × hidden {config.HiddenSize}, the recipe says {recipe.Layers} × {recipe.HiddenSize}");
-        using var policy = new Qwen2ForCausalLM(config, ScalarType.Float32, CPU, ropePositions: config.MaxPositionEmbeddings);
-        policy.eval();
-        var tensors = SafeTensors.Load(Path.Combine(outputDirectory, "model.safetensors"));
-        try { policy.LoadWeights(tensors, _ => Path.Combine(outputDirectory, "model.safetensors")); }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        using var policy = LoadPolicy(outputDirectory, policyDirectory);
         var summary = await HeadPhasesAsync(policy, tokenizer, outputDirectory, workDirectory, progress, cancellationToken).ConfigureAwait(false);
         return summary with { Total = total.Elapsed, PolicySource = Path.GetFullPath(policyDirectory) };
+    }
+
+    private Qwen2ForCausalLM LoadPolicy(string directory, string describedAs)
+    {
+        var config = Qwen2Config.Load(Path.Combine(directory, "config.json"));
+        if (config.HiddenSize != recipe.HiddenSize || config.NumHiddenLayers != recipe.Layers)
+            throw new InvalidDataException($"{describedAs}: policy is {config.NumHiddenLayers} layers × hidden {config.HiddenSize}, the recipe says {recipe.Layers} × {recipe.HiddenSize}");
+        var policy = new Qwen2ForCausalLM(config, ScalarType.Float32, CPU, ropePositions: config.MaxPositionEmbeddings);
+        policy.eval();
+        var tensors = SafeTensors.Load(Path.Combine(directory, "model.safetensors"));
+        try { policy.LoadWeights(tensors, _ => Path.Combine(directory, "model.safetensors")); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        return policy;
+    }
+
+    /// <summary>
+    /// The gate of the recipe (see <see cref="OracleProbe"/>): samples (or loads from the work directory's cache) the same train and
+    /// dev data as the head phase for the policy in <paramref name="policyDirectory"/> and trains the oracle-label probe on it.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> ProbeAsync(string policyDirectory, string workDirectory, int epochs = 15,
+        Action<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Directory.CreateDirectory(workDirectory);
+        var tokenizer = QwenTokenizer.FromDirectory(policyDirectory);
+        using var policy = LoadPolicy(policyDirectory, policyDirectory);
+        var (train, trainProblems, dev, devProblems) = await SamplePhaseAsync(policy, tokenizer, policyDirectory, workDirectory, progress, cancellationToken).ConfigureAwait(false);
+        using (train)
+        using (dev)
+        {
+            if (dev is null) throw new InvalidOperationException("the probe needs dev problems (SprDevProblems > 0)");
+            var log = new List<string>
+            {
+                $"policy {policyDirectory}: train {train.Trajectories.Count} trajectories (accuracy {train.Accuracy:P1}), dev {dev.Trajectories.Count} (accuracy {dev.Accuracy:P1})",
+            };
+            log.AddRange(OracleProbe.Run(train, trainProblems, dev, devProblems!, recipe.HiddenSize, epochs, recipe.Seed));
+            return log;
+        }
+    }
+
+    private async Task<(SprData Train, IReadOnlyList<TaskProblem> TrainProblems, SprData? Dev, IReadOnlyList<TaskProblem>? DevProblems)> SamplePhaseAsync(
+        Qwen2ForCausalLM policy, QwenTokenizer tokenizer, string policyDirectory, string workDirectory, Action<TrainingProgress>? progress, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
+        int[] eos = tokenizer.EosTokenId is int e ? [e] : [];
+        string weights = Path.Combine(policyDirectory, "model.safetensors");
+        var problems = Suite.Generate(TaskSplits.Train, recipe.SprProblems, seed: unchecked((int)(recipe.Seed ^ 0x5EED)));
+        var train = await SprData.SampleOrLoadAsync(policy, weights, tokenizer, rules, eos, problems, "train", recipe.SprSamplesPerProblem,
+            recipe.SprMaxNewTokens, recipe.Seed, workDirectory,
+            (done, all) => progress?.Invoke(new TrainingProgress("sampling", done, all, double.NaN, 0, 0, clock.Elapsed)), cancellationToken).ConfigureAwait(false);
+        if (recipe.SprDevProblems <= 0) return (train, problems, null, null);
+        var devProblems = Suite.Generate(TaskSplits.Dev, recipe.SprDevProblems, seed: unchecked((int)(recipe.Seed ^ 0xDE7)));
+        var dev = await SprData.SampleOrLoadAsync(policy, weights, tokenizer, rules, eos, devProblems, "dev", recipe.SprDevSamplesPerProblem,
+            recipe.SprMaxNewTokens, recipe.Seed + 7_000_000, workDirectory,
+            (done, all) => progress?.Invoke(new TrainingProgress("sampling dev", done, all, double.NaN, 0, 0, clock.Elapsed)), cancellationToken).ConfigureAwait(false);
+        return (train, problems, dev, devProblems);
     }
 
     private async Task<BuildSummary> HeadPhasesAsync(Qwen2ForCausalLM policy, QwenTokenizer tokenizer, string outputDirectory, string workDirectory,
@@ -95,19 +150,8 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
         var samplingClock = Stopwatch.StartNew();
         var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
         int[] eos = tokenizer.EosTokenId is int e ? [e] : [];
-        string weights = Path.Combine(outputDirectory, "model.safetensors");
-        var problems = Task.Generate(TaskSplits.Train, recipe.SprProblems, seed: unchecked((int)(recipe.Seed ^ 0x5EED))).ToList();
-        using var train = await SprData.SampleOrLoadAsync(policy, weights, tokenizer, rules, eos, problems, "train", recipe.SprSamplesPerProblem,
-            recipe.SprMaxNewTokens, recipe.Seed, workDirectory,
-            (done, all) => progress?.Invoke(new TrainingProgress("sampling", done, all, double.NaN, 0, 0, samplingClock.Elapsed)), cancellationToken).ConfigureAwait(false);
-        SprData? dev = null;
-        if (recipe.SprDevProblems > 0)
-        {
-            var devProblems = Task.Generate(TaskSplits.Dev, recipe.SprDevProblems, seed: unchecked((int)(recipe.Seed ^ 0xDE7))).ToList();
-            dev = await SprData.SampleOrLoadAsync(policy, weights, tokenizer, rules, eos, devProblems, "dev", recipe.SprDevSamplesPerProblem,
-                recipe.SprMaxNewTokens, recipe.Seed + 7_000_000, workDirectory,
-                (done, all) => progress?.Invoke(new TrainingProgress("sampling dev", done, all, double.NaN, 0, 0, samplingClock.Elapsed)), cancellationToken).ConfigureAwait(false);
-        }
+        var (trainData, _, dev, _) = await SamplePhaseAsync(policy, tokenizer, outputDirectory, workDirectory, progress, cancellationToken).ConfigureAwait(false);
+        using var train = trainData;
         samplingClock.Stop();
 
         // Phase 3: the head.
@@ -133,6 +177,7 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
                 SelectedEpoch = result.SelectedEpoch,
                 DevAuroc = result.DevAuroc,
                 DevBestOfN = result.DevBestOfN,
+                DevFamilies = result.DevFamilies,
             };
         }
         finally { dev?.Dispose(); }

@@ -29,8 +29,8 @@ public sealed class ShippedModelTests
     {
         using var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 256 });
         Assert.True(model.Engine.CanScore);
-        var problems = TtsEvaluator.TestProblems(48, seed: 7);
-        var report = await TtsEvaluator.EvaluateAsync(model, problems, [1, 8], seed: 3, new SamplingOptions { MaxNewTokens = 200 });
+        var problems = TtsEvaluator.TestProblems(48, seed: 7, Tasks.TaskFamily.Chain);
+        var report = (await TtsEvaluator.EvaluateAsync(model, problems, [1, 8], seed: 3, new SamplingOptions { MaxNewTokens = 200 })).Family("chain")!;
         var at8 = report.ByK.Single(r => r.K == 8);
         string figures = $"pass@1 {report.PassAt1:P1}, majority@8 {at8.MajorityVote:P1}, SPRM Best-of-8 {at8.SprmBestOfN:P1}, AUROC {report.SprmAuroc:F3}";
         Assert.True(at8.MajorityVote > report.PassAt1, figures);

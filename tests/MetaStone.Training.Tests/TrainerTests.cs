@@ -72,7 +72,7 @@ public sealed class PolicyTrainerTests
 
     private static QwenTokenizer BuildTokenizer(string dir)
     {
-        new TaskTokenizerBuilder().BuildForTask(new ArithmeticChainTask(), dir, corpusProblems: 300);
+        new TaskTokenizerBuilder().BuildForTask(new TaskSuite(), dir, corpusProblems: 300);
         return QwenTokenizer.FromDirectory(dir);
     }
 
@@ -81,7 +81,7 @@ public sealed class PolicyTrainerTests
     {
         using var temp = new TempDirectory();
         var tokenizer = BuildTokenizer(temp.Path);
-        var task = new ArithmeticChainTask();
+        var task = new TaskSuite();
 
         var losses = new List<double>();
         using var straight = new PolicyTrainer(Tiny, tokenizer, task).Train(Path.Combine(temp.Path, "a"), p => losses.Add(p.Loss));
@@ -103,8 +103,8 @@ public sealed class PolicyTrainerTests
     {
         using var temp = new TempDirectory();
         var tokenizer = BuildTokenizer(temp.Path);
-        var trainer = new PolicyTrainer(Tiny, tokenizer, new ArithmeticChainTask());
-        var problems = new ArithmeticChainTask().Generate(TaskSplits.Train, 3, 5).ToList();
+        var trainer = new PolicyTrainer(Tiny, tokenizer, new TaskSuite());
+        var problems = new TaskSuite().Generate(TaskSplits.Train, 3, 5);
         var (inputs, targets, _) = trainer.MakeBatch(problems, tokenizer.GetTokenId("<|endoftext|>"));
         var t = targets.data<long>().ToArray();
         long width = targets.shape[1];
@@ -123,7 +123,7 @@ public sealed class PolicyTrainerTests
     public void LearningRateWarmsUpThenDecays()
     {
         using var temp = new TempDirectory();
-        var trainer = new PolicyTrainer(Tiny with { PolicySteps = 100, WarmupSteps = 10 }, BuildTokenizer(temp.Path), new ArithmeticChainTask());
+        var trainer = new PolicyTrainer(Tiny with { PolicySteps = 100, WarmupSteps = 10 }, BuildTokenizer(temp.Path), new TaskSuite());
         Assert.True(trainer.LearningRateAt(0) < trainer.LearningRateAt(9));
         Assert.Equal(Tiny.LearningRate, trainer.LearningRateAt(9), 9);
         Assert.True(trainer.LearningRateAt(50) < trainer.LearningRateAt(10));

@@ -8,21 +8,22 @@ using MetaStone.Training.Trainers;
 
 namespace MetaStone.Cli.Commands;
 
-/// <summary><c>metastone eval --model DIR --k 1,2,4,8,16,32 --problems N [--dataset FILE.jsonl] [--json]</c>.</summary>
+/// <summary><c>metastone eval --model DIR --k 1,2,4,8,16,32 --problems N [--family chain|search|all] [--dataset FILE.jsonl] [--json]</c>.</summary>
 public sealed class EvalCommand : ICliVerb
 {
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = "Model directory (default: models/metastone-tiny)." };
         var ks = new Option<string>("--k") { Description = "Comma-separated k values.", DefaultValueFactory = _ => "1,2,4,8,16,32" };
-        var problems = new Option<int>("--problems") { Description = "Number of held-out problems.", DefaultValueFactory = _ => 500 };
+        var problems = new Option<int>("--problems") { Description = "Number of held-out test problems per family.", DefaultValueFactory = _ => 500 };
+        var family = new Option<string>("--family") { Description = "Task family of the held-out problems: chain, search or all.", DefaultValueFactory = _ => "all" };
         var dataset = new Option<string?>("--dataset") { Description = "JSONL file of {prompt, answer} (default: the tiny task's test split)." };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 1 };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 256 };
         var json = JsonOutput.CreateOption();
         var command = new Command("eval", "Evaluate test-time scaling: pass@1, SPRM Best-of-N / majority / weighted vote / random / oracle at each k, SPRM AUROC.")
         {
-            model, ks, problems, dataset, seed, maxNew, json,
+            model, ks, problems, family, dataset, seed, maxNew, json,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -33,7 +34,14 @@ public sealed class EvalCommand : ICliVerb
             string dir = parseResult.GetValue(model) ?? RepoPaths.DefaultModel;
             if (!Directory.Exists(dir)) { Console.Error.WriteLine($"error: model directory not found: {dir} (train one with 'metastone train' or pass --model)"); return 2; }
             int n = parseResult.GetValue(problems);
-            var items = parseResult.GetValue(dataset) is string file ? TaskJsonl.ReadFile(file).Take(n).ToList() : TtsEvaluator.TestProblems(n);
+            if (n < 1) { Console.Error.WriteLine("error: --problems must be at least 1"); return 2; }
+            TaskFamily? only;
+            try { only = parseResult.GetValue(family) is "all" ? null : TaskSuite.ParseFamily(parseResult.GetValue(family)!); }
+            catch (ArgumentException e) { Console.Error.WriteLine($"error: --family: {e.Message}"); return 2; }
+            var items = parseResult.GetValue(dataset) is string file
+                ? TaskJsonl.ReadFile(file).Where(e => only is null || TaskSuite.FamilyOfPrompt(e.Prompt) == only).Take(n).ToList()
+                : TtsEvaluator.TestProblems(n, family: only);
+            if (items.Count == 0) { Console.Error.WriteLine("error: no problems to evaluate (check --dataset and --family)"); return 2; }
             using var reflective = ReflectiveModel.Load(dir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 512 });
             var bar = new ProgressLine();
             var clock = System.Diagnostics.Stopwatch.StartNew();

@@ -23,6 +23,7 @@ public sealed class SweepCommand : ICliVerb
     {
         var dataset = new Option<string?>("--dataset") { Description = "JSONL file of {prompt, answer} rows (default: the tiny task's test split)." };
         var problems = new Option<int?>("--problems") { Description = "Use the first N problems (default: all of a --dataset file, 100 of the test split)." };
+        var family = new Option<string>("--family") { Description = "Without --dataset: task family of the test-split problems, chain, search or all (alternating).", DefaultValueFactory = _ => "all" };
         var ks = new Option<string>("--k") { Description = "k values to report; the largest is generated once per problem and budget, smaller ones are subsampled.", DefaultValueFactory = _ => "1,2,4,8,16,32" };
         var budgets = new Option<string>("--budgets") { Description = "Thinking budgets in tokens ('none' = unlimited).", DefaultValueFactory = _ => "16,32,64,128" };
         var seeds = new Option<int>("--seeds") { Description = "Subsampling seeds per smaller k.", DefaultValueFactory = _ => 5 };
@@ -43,7 +44,7 @@ public sealed class SweepCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("sweep", "Scaling-law sweep: accuracy of SPRM Best-of-N, majority vote, weighted vote, random pick and oracle vs total thinking compute, fitted as a + b·ln C; CSV, JSON and PNG plots.")
         {
-            dataset, problems, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
+            dataset, problems, family, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
         };
         cluster.AddTo(command);
         command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
@@ -81,7 +82,7 @@ public sealed class SweepCommand : ICliVerb
             }
 
             var request = BuildRequest(parse.GetValue(dataset), parse.GetValue(problems), parse.GetValue(ks)!, parse.GetValue(budgets)!,
-                parse.GetValue(seeds), parse.GetValue(concurrency), parse.GetValue(seed), parse.GetValue(maxNew));
+                parse.GetValue(seeds), parse.GetValue(concurrency), parse.GetValue(seed), parse.GetValue(maxNew), parse.GetValue(family)!);
             string sweepId = parse.GetValue(id) ?? DefaultId(request);
             if (parse.GetValue(detach) && connection is null) throw new ArgumentException("--detach needs --cluster: an embedded sweep ends with this process");
 
@@ -159,7 +160,8 @@ public sealed class SweepCommand : ICliVerb
         return 0;
     }
 
-    public static SweepRequest BuildRequest(string? datasetFile, int? problemCount, string ks, string budgets, int seeds, int concurrency, long seed, int maxNewTokens)
+    public static SweepRequest BuildRequest(string? datasetFile, int? problemCount, string ks, string budgets, int seeds, int concurrency, long seed, int maxNewTokens,
+        string family = "all")
     {
         if (problemCount is < 1) throw new ArgumentException($"--problems must be ≥ 1 (got {problemCount})");
         IReadOnlyList<TaskExample> rows;
@@ -169,7 +171,7 @@ public sealed class SweepCommand : ICliVerb
             rows = TaskJsonl.ReadFile(datasetFile);
             if (problemCount is int n) rows = rows.Take(n).ToList();
         }
-        else rows = TtsEvaluator.TestProblems(problemCount ?? 100);
+        else rows = family == "all" ? TtsEvaluator.TestProblemsMixed(problemCount ?? 100) : TtsEvaluator.TestProblems(problemCount ?? 100, family: TaskSuite.ParseFamily(family));
         return new SweepRequest
         {
             Problems = rows.Select(r => new SweepProblem(r.Prompt, r.Answer, r.Id)).ToList(),

@@ -24,10 +24,11 @@ public sealed class TrainCommand : ICliVerb
         var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
         var headOnly = new Option<bool>("--head-only") { Description = "Keep an existing policy and retrain only the SPRM head (sampling + head phases of the recipe)." };
         var policyDir = new Option<string?>("--policy") { Description = "With --head-only: the model directory whose policy is reused (default: the output directory)." };
+        var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (ANALYSIS.md); prints per-family dev figures and writes nothing to the model directory." };
         var json = JsonOutput.CreateOption();
         var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
         {
-            smoke, output, work, seed, policySteps, evalProblems, recipeFile, headOnly, policyDir, json,
+            smoke, output, work, seed, policySteps, evalProblems, recipeFile, headOnly, policyDir, probe, json,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -40,13 +41,28 @@ public sealed class TrainCommand : ICliVerb
             string workDir = parseResult.GetValue(work) ?? Path.Combine(root, "artifacts", "train", Path.GetFileName(Path.GetFullPath(outDir)));
             var stderr = Console.Error;
             bool onlyHead = parseResult.GetValue(headOnly);
+            if (parseResult.GetValue(probe))
+            {
+                string probeFrom = parseResult.GetValue(policyDir) ?? outDir;
+                if (!File.Exists(Path.Combine(probeFrom, "model.safetensors")))
+                {
+                    stderr.WriteLine($"error: --probe needs a trained policy: {Path.Combine(probeFrom, "model.safetensors")} not found");
+                    return 2;
+                }
+                var probeBar = new ProgressLine();
+                var lines = await new TinyModelBuilder(recipe).ProbeAsync(probeFrom, workDir, progress: probeBar.Report, cancellationToken: cancellationToken).ConfigureAwait(false);
+                probeBar.End();
+                File.WriteAllLines(Path.Combine(workDir, "oracle-probe.log"), lines);
+                foreach (var line in lines) parseResult.InvocationConfiguration.Output.WriteLine(line);
+                return 0;
+            }
             string? policyFrom = onlyHead ? parseResult.GetValue(policyDir) ?? outDir : null;
             if (policyFrom is not null && !File.Exists(Path.Combine(policyFrom, "model.safetensors")))
             {
                 stderr.WriteLine($"error: --head-only needs a trained policy: {Path.Combine(policyFrom, "model.safetensors")} not found");
                 return 2;
             }
-            if (!onlyHead && parseResult.GetValue(policyDir) is not null) { stderr.WriteLine("error: --policy only goes with --head-only"); return 2; }
+            if (!onlyHead && parseResult.GetValue(policyDir) is not null) { stderr.WriteLine("error: --policy only goes with --head-only or --probe"); return 2; }
             stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}{(policyFrom is null ? "" : $"; head only, policy from {policyFrom}")}");
             stderr.WriteLine($"[train] output {outDir}, work {workDir}");
             var bar = new ProgressLine();

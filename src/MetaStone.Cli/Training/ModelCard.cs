@@ -1,4 +1,5 @@
 using MetaStone.Training;
+using MetaStone.Training.Tasks;
 using MetaStone.Training.Trainers;
 
 namespace MetaStone.Cli.Training;
@@ -13,9 +14,31 @@ public static class ModelCard
             "# metastone-tiny",
             "",
             "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
-            "policy that solves left-to-right arithmetic chains step by step inside `<think>…</think>`, and an SPRM head",
-            "(`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)` on `hidden_states[-2]`) that scores every step (`.\\n\\n`).",
+            "policy that reasons step by step inside `<think>…</think>`, and an SPRM head (`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)`",
+            "on `hidden_states[-2]`, read at the token before each `.\\n\\n`) that scores every step. One model, two task families; the prompt says which:",
+            "",
+            "| family | prompt | what makes a trajectory wrong | selection that works |",
+            "|---|---|---|---|",
+            "| **search** (Countdown) | `Reach 78 with 9, 2, 7, 3 using + - * /, each number at most once.` | the search did not find an expression within its attempts (answers `none`) | SPRM Best-of-N: success is visible in the text |",
+            "| **chain** (arithmetic) | `Compute 47 + 385 - 29 * 3 from left to right.` | an arithmetic slip | majority vote: the right answer is the common one |",
+            "",
             "It is the embedded default of the `metastone` CLI and the model of the test suite.",
+            "",
+            "## Trace formats, and why",
+            "Chain: one step per operation, `47 + 385 = 432.\\n\\n432 - 29 = 403.\\n\\n…</think>\\n\\n\\boxed{1209}`.",
+            "",
+            "Search: one step per attempt. An attempt combines the numbers left to right in an order it picks, writing every running value",
+            "(`9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\\n\\n`); values stay in 1..99 and divisions are exact. The reference traces are honest",
+            "searches: up to 5 distinct random attempts, stopping at the first that reaches the target, then the fully parenthesised",
+            "answer (`\\boxed{((9 * 7) + 3) + 2}`); after 5 failed attempts the trace gives up with `\\boxed{none}`. The reference itself",
+            "succeeds on only part of the problems, so whether a sample is right depends on its search, not on its arithmetic.",
+            "",
+            "**Why this format lets the head verify.** The token right after an attempt's result depends on whether that result is the",
+            "target: the target ends the step at once (`= 68.\\n\\n`: the step token follows the result's last digit), any other value is",
+            "followed by `,` and the next operation or `no` (`…, 71 + 5 = 76, no.\\n\\n`). The SPRM reads `hidden_states[-2]` at the token",
+            "before `.\\n\\n`, i.e. exactly where the policy had to decide \"is this the target?\" for its own next-token prediction (or right after",
+            "it wrote `no`). The arithmetic-chain analysis (ANALYSIS.md) showed that a head can only read what the policy computed there;",
+            "here the policy must compute success at that position, and checking success is easier than finding it.",
             "",
             "## Files",
             "`config.json`, `model.safetensors` (policy), `score_module.safetensors` (SPRM head, keys `0.weight 0.bias 3.weight 3.bias`),",
@@ -72,28 +95,38 @@ public static class ModelCard
                 "",
                 report.ToTable(),
             ]);
-            md.AddRange(TargetsSection(report));
+            md.AddRange(TargetsSection(report, summary));
             if (File.Exists(Path.Combine(directory, "ANALYSIS.md")))
-                md.AddRange(["", "Why the SPRM head falls short, with the measurements behind it: [ANALYSIS.md](ANALYSIS.md)."]);
+                md.AddRange(["", "The gate (oracle probe on a pilot policy) and the analysis behind this design, with their measurements: [ANALYSIS.md](ANALYSIS.md)."]);
         }
         File.WriteAllText(Path.Combine(directory, "README.md"), string.Join('\n', md) + "\n");
     }
 
-    /// <summary>The issue's targets checked against the evaluation; a "Known limitation" section lists every one that is missed.</summary>
-    public static IReadOnlyList<string> TargetsSection(EvalReport report)
+    /// <summary>Issue 10's targets checked against the evaluation (and the dev-split ties of the head training); every miss is listed.</summary>
+    public static IReadOnlyList<string> TargetsSection(EvalReport report, BuildSummary? summary = null)
     {
-        var byK = report.ByK.OrderBy(r => r.K).ToList();
-        var top = byK[^1];
-        bool rising = byK.Zip(byK.Skip(1)).All(p => p.Second.SprmBestOfN >= p.First.SprmBestOfN);
-        var checks = new List<(string Name, bool Met, string Value)>
+        var checks = new List<(string Name, bool Met, string Value)>();
+        if (report.Family("search") is { } search)
         {
-            ("pass@1 between 25 % and 70 %", report.PassAt1 is >= 0.25 and <= 0.70, $"{report.PassAt1:P1}"),
-            ("SPRM AUROC ≥ 0.75", report.SprmAuroc >= 0.75, $"{report.SprmAuroc:F3}"),
-            ($"SPRM Best-of-{top.K} ≥ pass@1 + 15 points", top.SprmBestOfN >= report.PassAt1 + 0.15, $"{top.SprmBestOfN:P1} vs {report.PassAt1 + 0.15:P1}"),
-            ($"SPRM Best-of-{top.K} above random pick", top.SprmBestOfN > top.RandomPick, $"{top.SprmBestOfN:P1} vs {top.RandomPick:P1}"),
-            ("SPRM Best-of-N rising with k", rising, string.Join(" → ", byK.Select(r => $"{r.SprmBestOfN:P1}"))),
-        };
-        var lines = new List<string> { "", "## Targets (issue 3)", "", "| target | measured | met |", "|---|---|---|" };
+            var byK = search.ByK.OrderBy(r => r.K).ToList();
+            var top = byK[^1];
+            double worstDrop = byK.Zip(byK.Skip(1)).Select(p => p.First.SprmBestOfN - p.Second.SprmBestOfN).DefaultIfEmpty(0).Max();
+            checks.Add(("search: pass@1 between 15 % and 60 %", search.PassAt1 is >= 0.15 and <= 0.60, $"{search.PassAt1:P1}"));
+            checks.Add(($"search: SPRM Best-of-{top.K} ≥ pass@1 + 20 points", top.SprmBestOfN >= search.PassAt1 + 0.20, $"{top.SprmBestOfN:P1} vs {search.PassAt1 + 0.20:P1}"));
+            checks.Add(($"search: SPRM Best-of-{top.K} ≥ majority vote + 10 points", top.SprmBestOfN >= top.MajorityVote + 0.10, $"{top.SprmBestOfN:P1} vs {top.MajorityVote + 0.10:P1}"));
+            checks.Add(("search: SPRM Best-of-N never falls by more than 1 point from one k to the next", worstDrop <= 0.01,
+                string.Join(" → ", byK.Select(r => $"{r.SprmBestOfN:P1}"))));
+            checks.Add(("search: trajectory AUROC ≥ 0.85", search.SprmAuroc >= 0.85, $"{search.SprmAuroc:F3}"));
+        }
+        if (report.Family("chain") is { } chain)
+        {
+            var top = chain.ByK.OrderBy(r => r.K).Last();
+            checks.Add(($"chain: SPRM-weighted vote ≥ majority vote − 2 points at k = {top.K}", top.SprmWeightedVote >= top.MajorityVote - 0.02,
+                $"{top.SprmWeightedVote:P1} vs {top.MajorityVote - 0.02:P1}"));
+        }
+        foreach (var f in summary?.DevFamilies ?? [])
+            checks.Add(($"{TaskSuite.NameOf(f.Family)}: at most 5 % of dev problems with a tie at the top score", f.TiesAtTop <= 0.05, $"{f.TiesAtTop:P1} (of {f.K} samples each)"));
+        var lines = new List<string> { "", "## Targets (issue 10)", "", "| target | measured | met |", "|---|---|---|" };
         lines.AddRange(checks.Select(c => $"| {c.Name} | {c.Value} | {(c.Met ? "yes" : "**no**")} |"));
         var missed = checks.Where(c => !c.Met).ToList();
         if (missed.Count > 0)
@@ -101,8 +134,6 @@ public static class ModelCard
             lines.Add("");
             lines.Add("## Known limitation (read before using the SPRM numbers)");
             lines.Add($"This checkpoint misses {missed.Count} of the targets above: {string.Join("; ", missed.Select(c => $"{c.Name} (measured {c.Value})"))}.");
-            lines.Add("The head-training log above has the dev-split figures of every epoch; `sprm-dev-scores.tsv` in the work directory lists every dev");
-            lines.Add("trajectory with its step logits, for looking at which wrong trajectories the head ranks first.");
         }
         return lines;
     }

@@ -54,4 +54,8 @@ public static class TaskChatFormat
     /// <summary>The full training text of one example: prompt, reference solution and the closing <c>&lt;|im_end|&gt;</c>.</summary>
     public static string TrainingText(ArithmeticProblem problem) =>
         GenerationPrompt(problem.Prompt) + ArithmeticChainTask.Solution(problem) + ImEnd;
+
+    /// <inheritdoc cref="TrainingText(ArithmeticProblem)"/>
+    public static string TrainingText(TaskProblem problem) =>
+        GenerationPrompt(problem.Prompt) + problem.Solution + ImEnd;
 }

@@ -60,6 +60,23 @@ public sealed class TaskTokenizerBuilder
             yield return TaskChatFormat.TrainingText(problem);
     }
 
+    /// <summary>The corpus of both task families of <paramref name="suite"/> (mixed as the suite mixes them).</summary>
+    public static IEnumerable<string> TaskCorpus(TaskSuite suite, int problemCount, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(suite);
+        yield return $"{TaskChatFormat.ImStart}system\nYou are a helpful assistant.{TaskChatFormat.ImEnd}\n";
+        foreach (var problem in suite.Generate(TaskSplits.Train, problemCount, seed))
+            yield return TaskChatFormat.TrainingText(problem);
+    }
+
+    /// <summary>Trains on the corpus of both families of <paramref name="suite"/> and writes the tokenizer files.</summary>
+    public ByteLevelBpeVocabulary BuildForTask(TaskSuite suite, string outputDirectory, int corpusProblems = 2000, int seed = 0)
+    {
+        var vocabulary = Train(TaskCorpus(suite, corpusProblems, seed));
+        WriteFiles(vocabulary, outputDirectory);
+        return vocabulary;
+    }
+
     /// <summary>
     /// Trains on the task corpus and writes <c>tokenizer.json</c> and <c>tokenizer_config.json</c> into
     /// <paramref name="outputDirectory"/> (created when missing).

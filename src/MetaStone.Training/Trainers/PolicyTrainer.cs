@@ -13,11 +13,11 @@ namespace MetaStone.Training.Trainers;
 public sealed record TrainingProgress(string Phase, int Step, int TotalSteps, double Loss, double TokensPerSecond, double LearningRate, TimeSpan Elapsed, string? Extra = null);
 
 /// <summary>
-/// Next-token training of the policy on reference solutions of the arithmetic task: AdamW, linear
+/// Next-token training of the policy on reference solutions of both task families (mixed per batch as the suite mixes them): AdamW, linear
 /// warm-up then cosine decay, gradient clipping, loss on response tokens only (the prompt is given, not
 /// learned), checkpoints that resume exactly (weights, optimizer moments, step, data position).
 /// </summary>
-public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, ArithmeticChainTask task)
+public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, TaskSuite suite)
 {
     public const string CheckpointFolder = "checkpoint";
 
@@ -38,10 +38,10 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
     };
 
     /// <summary>Prompt ids and response ids (solution + end of turn) of one problem.</summary>
-    public (int[] Prompt, int[] Response) Encode(ArithmeticProblem problem)
+    public (int[] Prompt, int[] Response) Encode(TaskProblem problem)
     {
         var prompt = tokenizer.Encode(TaskChatFormat.GenerationPrompt(problem.Prompt));
-        var response = tokenizer.Encode(ArithmeticChainTask.Solution(problem) + TaskChatFormat.ImEnd);
+        var response = tokenizer.Encode(problem.Solution + TaskChatFormat.ImEnd);
         return (prompt, response);
     }
 
@@ -78,7 +78,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
             cancellationToken.ThrowIfCancellationRequested();
             double lr = LearningRateAt(step);
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-            var problems = task.Generate(TaskSplits.Train, recipe.BatchSize, seed: unchecked((int)(recipe.Seed * 7919 + step))).ToList();
+            var problems = suite.Generate(TaskSplits.Train, recipe.BatchSize, seed: unchecked((int)(recipe.Seed * 7919 + step)));
             double loss;
             using (var scope = NewDisposeScope())
             {
@@ -102,7 +102,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
     }
 
     /// <summary>Right-padded batch; targets are the next token on response positions, -100 elsewhere.</summary>
-    public (Tensor Inputs, Tensor Targets, long TokenCount) MakeBatch(IReadOnlyList<ArithmeticProblem> problems, int pad)
+    public (Tensor Inputs, Tensor Targets, long TokenCount) MakeBatch(IReadOnlyList<TaskProblem> problems, int pad)
     {
         var encoded = problems.Select(Encode).ToList();
         int length = encoded.Max(e => e.Prompt.Length + e.Response.Length) - 1;

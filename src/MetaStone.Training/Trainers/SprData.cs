@@ -10,7 +10,8 @@ using static TorchSharp.torch;
 namespace MetaStone.Training.Trainers;
 
 /// <summary>What the head trainer needs to know about one sampled trajectory (no token ids).</summary>
-public sealed record SprTrajectoryInfo(int ProblemIndex, int CandidateIndex, bool Correct, bool Finished, int Steps, string? Answer, string Text);
+public sealed record SprTrajectoryInfo(int ProblemIndex, int CandidateIndex, bool Correct, bool Finished, int Steps, string? Answer, string Text,
+    TaskFamily Family = TaskFamily.Chain);
 
 /// <summary>
 /// The policy's own samples on a set of problems with the SPRM features of their steps: features [S, c]
@@ -33,14 +34,15 @@ public sealed class SprData : IDisposable
     public int StepCount => (int)Features.shape[0];
     public double Accuracy => Trajectories.Count == 0 ? 0 : Trajectories.Count(t => t.Correct) / (double)Trajectories.Count;
 
-    public static SprData From(IReadOnlyList<LabeledTrajectory> samples, Tensor features, QwenTokenizer tokenizer, IReadOnlyList<int> eos) => new()
+    public static SprData From(IReadOnlyList<LabeledTrajectory> samples, Tensor features, QwenTokenizer tokenizer, IReadOnlyList<int> eos,
+        IReadOnlyList<TaskProblem>? problems = null) => new()
     {
         Features = features,
         Trajectories = samples.Select(s =>
         {
             string text = tokenizer.Decode(s.Trajectory.ResponseIds.Where(id => !eos.Contains(id)), skipSpecialTokens: false);
             return new SprTrajectoryInfo(s.ProblemIndex, s.Trajectory.CandidateIndex, s.Correct, s.Finished, s.FeaturePositions.Length,
-                AnswerGrader.ExtractBoxed(AnswerGrader.AnswerPart(text)), text);
+                AnswerGrader.ExtractBoxed(AnswerGrader.AnswerPart(text)), text, problems?[s.ProblemIndex].Family ?? TaskFamily.Chain);
         }).ToList(),
     };
 
@@ -49,7 +51,7 @@ public sealed class SprData : IDisposable
     /// step features, or loads them from <paramref name="cacheDirectory"/> when the same policy weights and parameters were sampled before.
     /// </summary>
     public static async Task<SprData> SampleOrLoadAsync(Qwen2ForCausalLM policy, string policyWeightsFile, QwenTokenizer tokenizer, StepTokenSet rules,
-        IReadOnlyList<int> eos, IReadOnlyList<ArithmeticProblem> problems, string tag, int samplesPerProblem, int maxNewTokens, long seed,
+        IReadOnlyList<int> eos, IReadOnlyList<TaskProblem> problems, string tag, int samplesPerProblem, int maxNewTokens, long seed,
         string? cacheDirectory, Action<int, int>? progress = null, CancellationToken cancellationToken = default)
     {
         string? cacheBase = null;
@@ -70,7 +72,7 @@ public sealed class SprData : IDisposable
             progress: progress, cancellationToken: cancellationToken).ConfigureAwait(false);
         var prompts = problems.Select(p => tokenizer.Encode(TaskChatFormat.GenerationPrompt(p.Prompt))).ToList();
         var features = SprTrainer.StepFeatures(policy, prompts, samples);
-        var data = From(samples, features, tokenizer, eos);
+        var data = From(samples, features, tokenizer, eos, problems);
         if (cacheBase is not null)
         {
             Directory.CreateDirectory(cacheDirectory!);

@@ -13,7 +13,10 @@ namespace MetaStone.Training.Trainers;
 public sealed record LabeledTrajectory(int ProblemIndex, Trajectory Trajectory, bool Correct, bool Finished, int[] FeaturePositions);
 
 /// <summary>The head training log, the epoch whose weights the head ended with, and its dev-set figures.</summary>
-public sealed record SprHeadResult(IReadOnlyList<string> Log, int SelectedEpoch, double DevAuroc, double DevBestOfN);
+public sealed record SprHeadResult(IReadOnlyList<string> Log, int SelectedEpoch, double DevAuroc, double DevBestOfN)
+{
+    public IReadOnlyList<SprTrainer.SprFamilyDevStats> DevFamilies { get; init; } = [];
+}
 
 /// <summary>
 /// Trains the SPRM head on the policy's own samples with <see cref="SprLoss"/>. The backbone is frozen
@@ -25,7 +28,7 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
 {
     /// <summary>Samples <paramref name="samplesPerProblem"/> trajectories per problem with the batching engine and grades them.</summary>
     public static async Task<List<LabeledTrajectory>> SampleAsync(Qwen2ForCausalLM policy, QwenTokenizer tokenizer, StepTokenSet rules,
-        IReadOnlyList<int> eos, IReadOnlyList<ArithmeticProblem> problems, int samplesPerProblem, int maxNewTokens, long seed,
+        IReadOnlyList<int> eos, IReadOnlyList<TaskProblem> problems, int samplesPerProblem, int maxNewTokens, long seed,
         SprmHead? head = null, Action<int, int>? progress = null, CancellationToken cancellationToken = default)
     {
         using var engine = new GenerationEngine(policy, head, new EngineOptions
@@ -48,7 +51,7 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
             var labeled = trajectories.Select(t =>
             {
                 string text = tokenizer.Decode(t.ResponseIds);
-                bool correct = AnswerGrader.IsCorrect(text, problem.AnswerText);
+                bool correct = AnswerGrader.IsCorrect(text, problem.Answer);
                 var positions = StepMask.FeaturePositions(prompts[index].Concat(t.ResponseIds).ToArray(), rules, prompts[index].Length).ToArray();
                 return new LabeledTrajectory(index, t, correct, t.FinishReason == FinishReason.Stop, positions);
             }).ToList();
@@ -166,7 +169,7 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
             if (devX is not null)
             {
                 var d = DevStats(head, devX, dev!.Trajectories, devOwner!);
-                line += $"  | dev: AUROC {d.Auroc:F3}  Best-of-{d.K} {d.BestOfN:P1} (random {d.Random:P1}, majority {d.Majority:P1})";
+                line += $"  | dev: AUROC {d.Auroc:F3}  Best-of-{d.K} {d.BestOfN:P1} (random {d.Random:P1}, majority {d.Majority:P1})  | {d.Describe()}";
                 double metric = recipe.SprSelectBy switch
                 {
                     "dev-auroc" => d.Auroc,
@@ -188,7 +191,7 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
         if (best is not null && recipe.SprSelectBy != "last")
         {
             using (no_grad()) head.Module.load_state_dict(best);
-            log.Add($"selected epoch {bestEpoch} by {recipe.SprSelectBy}: dev AUROC {bestDev!.Auroc:F3}, dev Best-of-{bestDev.K} {bestDev.BestOfN:P1} (random {bestDev.Random:P1})");
+            log.Add($"selected epoch {bestEpoch} by {recipe.SprSelectBy}: dev AUROC {bestDev!.Auroc:F3}, dev Best-of-{bestDev.K} {bestDev.BestOfN:P1} (random {bestDev.Random:P1})  | {bestDev.Describe()}");
         }
         else if (devX is not null)
         {
@@ -211,20 +214,48 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
             log.Add($"standardization folded into 0.weight/0.bias (max logit change {diff:E1} on {probe.shape[0]} raw feature rows)");
             mean.Dispose(); std.Dispose();
         }
-        return new SprHeadResult(log, bestEpoch, bestDev?.Auroc ?? double.NaN, bestDev?.BestOfN ?? double.NaN);
+        return new SprHeadResult(log, bestEpoch, bestDev?.Auroc ?? double.NaN, bestDev?.BestOfN ?? double.NaN) { DevFamilies = bestDev?.Families ?? [] };
     }
 
     /// <summary>Dev-set statistics of the current head: AUROC of trajectory scores and Best-of-N over each problem's samples.</summary>
-    public sealed record SprDevStats(double Auroc, double BestOfN, double Majority, double Random, int K);
-
-    public static SprDevStats DevStats(SprmHead head, Tensor features, IReadOnlyList<SprTrajectoryInfo> trajectories, IReadOnlyList<int> owner)
+    /// <summary>
+    /// Dev figures: <see cref="Auroc"/> is the mean of the per-family AUROCs (a head must rank within a family, where its
+    /// problems' candidates compete; the pooled AUROC would also reward telling the families apart), Best-of-N and the
+    /// votes are over all dev problems, and <see cref="Families"/> has each family's own figures.
+    /// </summary>
+    public sealed record SprDevStats(double Auroc, double BestOfN, double Majority, double Random, int K, IReadOnlyList<SprFamilyDevStats> Families)
     {
-        var scores = Scores(head, features, trajectories.Count, owner);
-        var perProblem = trajectories.Select((t, i) => (t.ProblemIndex, Candidate: new GradedCandidate(scores[i], t.Answer, t.Correct)))
-            .GroupBy(x => x.ProblemIndex).Select(g => (IReadOnlyList<GradedCandidate>)g.Select(x => x.Candidate).ToList()).ToList();
-        int k = perProblem.Count == 0 ? 1 : perProblem.Max(p => p.Count);
-        var atK = ScalingStatistics.AtK(perProblem, k);
-        return new SprDevStats(ScalingStatistics.Auroc(scores, trajectories.Select(t => t.Correct).ToList()), atK.SprmBestOfN, atK.MajorityVote, atK.RandomPick, k);
+        public string Describe() => string.Join("  ", Families.Select(f =>
+            $"{TaskSuite.NameOf(f.Family)}: AUROC {f.Auroc:F3} Best-of-{f.K} {f.BestOfN:P1} (random {f.Random:P1}, majority {f.Majority:P1}, weighted {f.Weighted:P1}) ties {f.TiesAtTop:P1}"));
+    }
+
+    /// <summary>One family's dev figures; <see cref="TiesAtTop"/> as in <see cref="FamilyEval.TiesAtTop"/>.</summary>
+    public sealed record SprFamilyDevStats(TaskFamily Family, double Auroc, double BestOfN, double Majority, double Weighted, double Random, double TiesAtTop, int K);
+
+    public static SprDevStats DevStats(SprmHead head, Tensor features, IReadOnlyList<SprTrajectoryInfo> trajectories, IReadOnlyList<int> owner) =>
+        DevStatsOf(Scores(head, features, trajectories.Count, owner), trajectories);
+
+    /// <summary><see cref="DevStats"/> from trajectory scores already computed (one per trajectory).</summary>
+    public static SprDevStats DevStatsOf(IReadOnlyList<double> scores, IReadOnlyList<SprTrajectoryInfo> trajectories)
+    {
+        static (KAccuracy AtK, double Ties, int K) Select(IEnumerable<(SprTrajectoryInfo T, double Score)> items)
+        {
+            var groups = items.GroupBy(x => x.T.ProblemIndex).ToList();
+            var perProblem = groups.Select(g => (IReadOnlyList<GradedCandidate>)g.Select(x => new GradedCandidate(x.Score, x.T.Answer, x.T.Correct)).ToList()).ToList();
+            int k = perProblem.Count == 0 ? 1 : perProblem.Max(p => p.Count);
+            double ties = groups.Count == 0 ? 0 : groups.Count(g => TtsEvaluator.HasTieAtTop(g.Select(x => (x.Score, x.T.Text)).ToList())) / (double)groups.Count;
+            return (ScalingStatistics.AtK(perProblem, k), ties, k);
+        }
+        var pairs = trajectories.Select((t, i) => (T: t, Score: scores[i])).ToList();
+        var families = pairs.GroupBy(p => p.T.Family).OrderBy(g => g.Key).Select(g =>
+        {
+            var (atK, ties, k) = Select(g);
+            var auroc = ScalingStatistics.Auroc(g.Select(x => x.Score).ToList(), g.Select(x => x.T.Correct).ToList());
+            return new SprFamilyDevStats(g.Key, auroc, atK.SprmBestOfN, atK.MajorityVote, atK.SprmWeightedVote, atK.RandomPick, ties, k);
+        }).ToList();
+        var (all, _, kAll) = Select(pairs);
+        var aurocs = families.Select(f => f.Auroc).Where(a => !double.IsNaN(a)).ToList();
+        return new SprDevStats(aurocs.Count == 0 ? double.NaN : aurocs.Average(), all.SprmBestOfN, all.MajorityVote, all.RandomPick, kAll, families);
     }
 
     /// <summary>Geometric-mean trajectory score of every trajectory (0 when it has no step) under the head in its current mode.</summary>

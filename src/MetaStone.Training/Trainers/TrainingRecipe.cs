@@ -28,6 +28,8 @@ public sealed record TrainingRecipe
     public double WeightDecay { get; init; } = 0.01;
     public double ClipNorm { get; init; } = 1.0;
     public int CheckpointEvery { get; init; } = 250;
+    /// <summary>Share of search-family (Countdown) problems in every batch and sample set; the rest are arithmetic chains.</summary>
+    public double SearchFraction { get; init; } = 0.5;
 
     // SPRM head: self-supervised process reward loss on the policy's own samples.
     public int SprProblems { get; init; } = 4000;
@@ -36,7 +38,7 @@ public sealed record TrainingRecipe
     public int SprBatchSize { get; init; } = 512;
     public double SprLearningRate { get; init; } = 1e-3;
     public double SprWeightDecay { get; init; } = 0.01;
-    public int SprMaxNewTokens { get; init; } = 160;
+    public int SprMaxNewTokens { get; init; } = 208;
     /// <summary>Cosine-decay floor of the head learning rate (equal to SprLearningRate = constant).</summary>
     public double SprMinLearningRate { get; init; } = 1e-4;
     /// <summary>Train the head on per-channel standardized features, folded into 0.weight/0.bias at the end (the shipped head reads raw features).</summary>
@@ -54,7 +56,7 @@ public sealed record TrainingRecipe
     {
         HiddenSize = 64, Layers = 2, Heads = 4, KvHeads = 2, IntermediateSize = 160,
         PolicySteps = 120, BatchSize = 32, WarmupSteps = 10, CheckpointEvery = 60,
-        SprProblems = 48, SprSamplesPerProblem = 4, SprEpochs = 10, SprBatchSize = 256, SprMaxNewTokens = 120,
+        SprProblems = 48, SprSamplesPerProblem = 4, SprEpochs = 10, SprBatchSize = 256, SprMaxNewTokens = 200,
         SprDevProblems = 16, SprDevSamplesPerProblem = 4,
     };
 
