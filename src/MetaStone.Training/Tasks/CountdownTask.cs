@@ -48,13 +48,16 @@ public sealed record CountdownProblem(string Id, string Prompt, long Target, IRe
 /// SPRM reads (the token before <c>.\n\n</c>) the policy has just had to decide "is this the target?" to predict
 /// its next token. After a success the answer follows (<c>&lt;/think&gt;\n\n\boxed{((9 * 7) + 3) + 2}</c>, fully
 /// parenthesised, left to right); after <see cref="CountdownTaskOptions.MaxAttempts"/> failed attempts the trace
-/// gives up with <c>\boxed{none}</c>. Attempts are drawn uniformly (random order, random valid operations), never
+/// says so in a step of its own (<c>Out of attempts.\n\n</c>) and answers <c>\boxed{none}</c>: the policy states that its
+/// search failed, in text a head can read, as it stated each attempt's failure. Attempts are drawn uniformly (random order, random valid operations), never
 /// repeated within a trace, so the reference itself succeeds on only part of the problems: whether a trajectory
 /// is right depends on its search, not on its arithmetic.
 /// </remarks>
 public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
 {
     public const string GiveUpAnswer = "none";
+    /// <summary>The step a trace ends its search with when its attempts are used up (before <c>\boxed{none}</c>).</summary>
+    public const string GiveUpStep = "Out of attempts" + TaskChatFormat.StepEnd;
     private static readonly char[] OperatorOrder = ['+', '-', '*', '/'];
 
     public CountdownTaskOptions Options { get; } = Validated(options ?? new CountdownTaskOptions());
@@ -136,6 +139,7 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
             text.Append(step);
             if (ops[^1].Result == problem.Target) success = ops;
         }
+        if (success is null) text.Append(GiveUpStep);
         text.Append(TaskChatFormat.ThinkClose).Append("\n\n").Append(@"\boxed{")
             .Append(success is null ? GiveUpAnswer : FormatExpression(success)).Append('}');
         return text.ToString();

@@ -43,6 +43,7 @@ public static partial class OracleProbe
     public static bool SearchStepSucceeds(string step, CountdownSpec spec)
     {
         var parts = step.Trim().Split(", ");
+        // "Out of attempts" (the give-up step) fails by definition; so does an attempt that says "no".
         if (parts.Length == 0 || parts[^1] == "no") return false;
         var available = spec.Numbers.GroupBy(n => n).ToDictionary(g => g.Key, g => g.Count());
         bool Take(long n) { if (!available.TryGetValue(n, out var c) || c == 0) return false; available[n] = c - 1; return true; }

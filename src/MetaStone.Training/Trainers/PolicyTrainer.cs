@@ -78,7 +78,10 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
             cancellationToken.ThrowIfCancellationRequested();
             double lr = LearningRateAt(step);
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-            var problems = suite.Generate(TaskSplits.Train, recipe.BatchSize, seed: unchecked((int)(recipe.Seed * 7919 + step)));
+            // One family per batch, in the suite's proportion over steps: search traces are about twice as long as chains, and a
+            // mixed batch would pad every chain to a search trace's length (measured: 1.4× more compute per step).
+            var family = Math.Floor((step + 1) * suite.SearchFraction) > Math.Floor(step * suite.SearchFraction) ? TaskFamily.Search : TaskFamily.Chain;
+            var problems = suite.Generate(TaskSplits.Train, recipe.BatchSize, seed: unchecked((int)(recipe.Seed * 7919 + step)), family);
             double loss;
             using (var scope = NewDisposeScope())
             {

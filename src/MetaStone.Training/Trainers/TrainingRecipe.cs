@@ -8,7 +8,7 @@ namespace MetaStone.Training.Trainers;
 /// </summary>
 public sealed record TrainingRecipe
 {
-    public long Seed { get; init; } = 20261124;
+    public long Seed { get; init; } = 20261202;
 
     // Model shape (Qwen2 architecture).
     public int HiddenSize { get; init; } = 128;
@@ -20,21 +20,21 @@ public sealed record TrainingRecipe
     public double RopeTheta { get; init; } = 10000;
 
     // Policy: next-token training on reference solutions (loss on the response only).
-    public int PolicySteps { get; init; } = 1200;
+    public int PolicySteps { get; init; } = 900;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 2e-3;
     public double MinLearningRate { get; init; } = 1e-4;
-    public int WarmupSteps { get; init; } = 100;
+    public int WarmupSteps { get; init; } = 60;
     public double WeightDecay { get; init; } = 0.01;
     public double ClipNorm { get; init; } = 1.0;
-    public int CheckpointEvery { get; init; } = 250;
+    public int CheckpointEvery { get; init; } = 150;
     /// <summary>Share of search-family (Countdown) problems in every batch and sample set; the rest are arithmetic chains.</summary>
     public double SearchFraction { get; init; } = 0.5;
 
     // SPRM head: self-supervised process reward loss on the policy's own samples.
-    public int SprProblems { get; init; } = 4000;
+    public int SprProblems { get; init; } = 1200;
     public int SprSamplesPerProblem { get; init; } = 8;
-    public int SprEpochs { get; init; } = 100;
+    public int SprEpochs { get; init; } = 60;
     public int SprBatchSize { get; init; } = 512;
     public double SprLearningRate { get; init; } = 1e-3;
     public double SprWeightDecay { get; init; } = 0.01;
@@ -44,7 +44,7 @@ public sealed record TrainingRecipe
     /// <summary>Train the head on per-channel standardized features, folded into 0.weight/0.bias at the end (the shipped head reads raw features).</summary>
     public bool SprStandardizeFeatures { get; init; } = true;
     /// <summary>Held-out dev-split problems (never test) sampled like the training ones, for choosing the head's epoch; 0 = none.</summary>
-    public int SprDevProblems { get; init; } = 500;
+    public int SprDevProblems { get; init; } = 400;
     public int SprDevSamplesPerProblem { get; init; } = 8;
     /// <summary>Which epoch's head to keep: "last", "dev-auroc" or "dev-best-of-n" (Best-of-SprDevSamplesPerProblem on dev).</summary>
     public string SprSelectBy { get; init; } = "dev-auroc";
