@@ -75,15 +75,17 @@ public static class TtsEvaluator
         int kMax = ks.Max();
         var clock = Stopwatch.StartNew();
         int done = 0;
+        var requests = problems.Select((problem, index) => new GenerationRequest
+        {
+            PromptIds = model.EncodePrompt(problem.Prompt),
+            Seeds = Enumerable.Range(0, kMax).Select(i => seed + (long)index * 100_000 + i).ToArray(),
+            Sampling = sampling ?? new SamplingOptions { MaxNewTokens = 256 },
+        }).ToList();
+        // All requests enter the engine in one go, so a fixed seed gives the same batches, and the same output, in every run.
+        var running = model.Engine.GenerateMany(requests, cancellationToken);
         var graded = await Task.WhenAll(problems.Select(async (problem, index) =>
         {
-            var request = new GenerationRequest
-            {
-                PromptIds = model.EncodePrompt(problem.Prompt),
-                Seeds = Enumerable.Range(0, kMax).Select(i => seed + (long)index * 100_000 + i).ToArray(),
-                Sampling = sampling ?? new SamplingOptions { MaxNewTokens = 256 },
-            };
-            var trajectories = await model.Engine.GenerateAsync(request, cancellationToken).ConfigureAwait(false);
+            var trajectories = await running[index].ConfigureAwait(false);
             var result = trajectories.Select(t =>
             {
                 var described = model.Describe(t);

@@ -1,6 +1,8 @@
 using MetaStone.Model;
 using MetaStone.Model.Generation;
+using MetaStone.Reasoning;
 using MetaStone.Training;
+using MetaStone.Training.Tasks;
 
 namespace MetaStone.Training.Tests;
 
@@ -18,23 +20,59 @@ public sealed class ShippedModelTests
         Assert.True(bytes < 20L * 1024 * 1024, $"models/metastone-tiny is {bytes / 1048576.0:F1} MB (limit 20 MB)");
     }
 
-    /// <remarks>
-    /// The shipped model's SPRM head does not make Best-of-N beat a single sample (model card: its frozen-backbone features
-    /// carry no within-problem error signal, so SPRM Best-of-N stays at or below random pick while majority vote rises with k),
-    /// so this test asserts what is true — test-time scaling by majority vote beats pass@1 at k = 8, and the head scores every
-    /// step and separates right from wrong trajectories better than chance — and reports the SPRM Best-of-8 figure in its message.
-    /// </remarks>
+    /// <summary>The chain family: majority vote (its right tool) beats a single sample at k = 8, and the head still beats chance.</summary>
     [Fact]
-    public async Task MajorityOfEightBeatsASingleSampleAndTheHeadBeatsChance()
+    public async Task Chain_family_majority_of_eight_beats_a_single_sample()
     {
         using var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 256 });
         Assert.True(model.Engine.CanScore);
-        var problems = TtsEvaluator.TestProblems(48, seed: 7, Tasks.TaskFamily.Chain);
+        var problems = TtsEvaluator.TestProblems(48, seed: 7, TaskFamily.Chain);
         var report = (await TtsEvaluator.EvaluateAsync(model, problems, [1, 8], seed: 3, new SamplingOptions { MaxNewTokens = 200 })).Family("chain")!;
         var at8 = report.ByK.Single(r => r.K == 8);
-        string figures = $"pass@1 {report.PassAt1:P1}, majority@8 {at8.MajorityVote:P1}, SPRM Best-of-8 {at8.SprmBestOfN:P1}, AUROC {report.SprmAuroc:F3}";
+        string figures = $"pass@1 {report.PassAt1:P1}, majority@8 {at8.MajorityVote:P1}, weighted@8 {at8.SprmWeightedVote:P1}, SPRM Best-of-8 {at8.SprmBestOfN:P1}, AUROC {report.SprmAuroc:F3}";
         Assert.True(at8.MajorityVote > report.PassAt1, figures);
-        Assert.True(report.SprmAuroc > 0.6, figures);
-        Assert.True(report.PassAt1 is > 0.1 and < 0.8, figures);
+        Assert.True(report.SprmAuroc > 0.55, figures);
+        Assert.True(report.PassAt1 is > 0.1 and < 0.9, figures);
     }
+
+    /// <summary>
+    /// The search family on a fixed slice of the test split (40 problems × 8 samples): SPRM Best-of-8 beats both a random pick and a
+    /// single sample by at least 15 points (measured when the model was shipped: see the model card's table for the full test split).
+    /// </summary>
+    [Fact]
+    public async Task Search_family_SPRM_best_of_eight_beats_random_pick_and_pass_at_1()
+    {
+        using var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 256 });
+        var problems = TtsEvaluator.TestProblems(40, seed: 7, TaskFamily.Search);
+        var report = (await TtsEvaluator.EvaluateAsync(model, problems, [1, 8], seed: 3, new SamplingOptions { MaxNewTokens = 220 })).Family("search")!;
+        var at8 = report.ByK.Single(r => r.K == 8);
+        string figures = $"pass@1 {report.PassAt1:P1}, random@8 {at8.RandomPick:P1}, majority@8 {at8.MajorityVote:P1}, SPRM Best-of-8 {at8.SprmBestOfN:P1}, oracle@8 {at8.OraclePassAtK:P1}, AUROC {report.SprmAuroc:F3}";
+        Assert.True(at8.SprmBestOfN >= at8.RandomPick + 0.15, figures);
+        Assert.True(at8.SprmBestOfN >= report.PassAt1 + 0.15, figures);
+    }
+
+    /// <summary>On a fixed search problem where the samples disagree, the candidate the SPRM scores highest is a correct one.</summary>
+    [Fact]
+    public async Task On_a_fixed_mixed_search_problem_the_best_scored_candidate_is_correct()
+    {
+        using var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 64, MaxSequenceLength = 256 });
+        var problem = MixedProblem;
+        var trajectories = await model.Engine.GenerateAsync(new GenerationRequest
+        {
+            PromptIds = model.EncodePrompt(problem.Prompt),
+            Seeds = Enumerable.Range(0, 8).Select(i => 500L + i).ToArray(),
+            Sampling = new SamplingOptions { MaxNewTokens = 220 },
+        });
+        var described = trajectories.Select(model.Describe).ToList();
+        var correct = described.Select(d => AnswerGrader.IsCorrect(d.Text, problem.Answer)).ToList();
+        string table = string.Join("\n", described.Select((d, i) => $"{i}: score {d.Score:F4} correct {correct[i]} answer {d.Answer}"));
+        Assert.True(correct.Any(c => c) && correct.Any(c => !c), "the fixed problem is no longer mixed:\n" + table);
+        int best = CandidateSelection.SelectWinner(described.Select((d, i) => new ScoredCandidate(i, d.Score, d.Answer)).ToList());
+        Assert.True(correct[best], table);
+        // Clearly different scores: every correct candidate outscores every wrong one.
+        Assert.True(described.Where((_, i) => correct[i]).Min(d => d.Score) > described.Where((_, i) => !correct[i]).Max(d => d.Score), table);
+    }
+
+    /// <summary>The README's example question (also a test-split problem): the policy solves it on some samples, not all.</summary>
+    public static TaskExample MixedProblem => new("Reach 58 with 8, 6, 7, 2 using + - * /, each number at most once.", new CountdownSpec(58, [8, 6, 7, 2]).ToString());
 }

@@ -54,8 +54,10 @@ public static class ModelCard
             "",
             $"- Policy: {recipe.Layers} layers, hidden {recipe.HiddenSize}, {recipe.Heads} heads / {recipe.KvHeads} KV heads, FFN {recipe.IntermediateSize}, tied embeddings, {summary.PolicyParameters:N0} parameters (fp32).",
             $"- Policy training: next-token loss on reference solutions (response tokens only), {recipe.PolicySteps} steps × batch {recipe.BatchSize}, AdamW (β 0.9/0.95, weight decay {recipe.WeightDecay}), lr {recipe.LearningRate} with {recipe.WarmupSteps} warm-up steps then cosine to {recipe.MinLearningRate}, gradient clipping {recipe.ClipNorm}.",
-            $"- SPRM head ({summary.HeadParameters:N0} parameters): the policy samples {recipe.SprSamplesPerProblem} trajectories for each of {recipe.SprProblems} fresh training problems (temperature 0.6, top-p 0.95, repetition penalty 1.05);",
-            "  every step takes its trajectory's final correctness as label; self-supervised process reward loss (BCE on step logits, only steps whose current",
+            $"  Families mixed {1 - recipe.SearchFraction:P0} chain / {recipe.SearchFraction:P0} search by steps (one family per batch, so short chains are not padded to search length); fresh problems every step, never the dev or test split.",
+            $"- SPRM head ({summary.HeadParameters:N0} parameters): the policy samples {recipe.SprSamplesPerProblem} trajectories for each of {recipe.SprProblems} fresh training problems (both families, same mix; temperature 0.6, top-p 0.95, repetition penalty 1.05);",
+            "  every step takes its trajectory's final correctness as label (the grader: the boxed number for chains, the boxed expression checked against the",
+            "  numbers and the target for search); no step labels, no rule in the head. Self-supervised process reward loss (BCE on step logits, only steps whose current",
             "  prediction agrees with the label, class-balanced weights 1.5·n₋/n and n₊/n); truncated samples excluded.",
             $"  {recipe.SprEpochs} epochs, batch {recipe.SprBatchSize}, AdamW lr {recipe.SprLearningRate}" +
                 (recipe.SprMinLearningRate < recipe.SprLearningRate ? $" with cosine decay to {recipe.SprMinLearningRate}" : "") + $", weight decay {recipe.SprWeightDecay}.",
@@ -65,7 +67,7 @@ public static class ModelCard
                 : []),
             .. (recipe.SprDevProblems > 0
                 ? new[] { $"  Epoch selection: the policy also samples {recipe.SprDevSamplesPerProblem} trajectories for each of {recipe.SprDevProblems} problems of the **dev** split",
-                          $"  (never the test split); the head keeps the weights of the epoch with the best `{recipe.SprSelectBy}` on them." }
+                          $"  (never the test split); the head keeps the weights of the epoch with the best `{recipe.SprSelectBy}` on them" + (recipe.SprSelectBy == "dev-auroc" ? " (the mean of the per-family AUROCs)." : ".") }
                 : []),
             "- **Backbone frozen during SPRM training.** The released recipe scales the head's gradient into the backbone by 1e-4, which is",
             "  nearly frozen already; freezing lets the step features be computed once and the head trained for many epochs in seconds,",

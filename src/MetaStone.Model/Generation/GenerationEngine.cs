@@ -98,6 +98,22 @@ public sealed class GenerationEngine : IDisposable
     public Task<IReadOnlyList<Trajectory>> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default)
         => Submit(request, updates: null, cancellationToken).Completion.Task;
 
+    /// <summary>
+    /// Generates several requests that the engine queues in one go, in the given order. Because nothing can slip in between
+    /// them and admission is first-in first-out, the same requests on an idle engine see the same batches in every run, which is
+    /// what makes an evaluation with a fixed seed reproducible (separate <see cref="GenerateAsync"/> calls race with the engine
+    /// thread, so which of them share the first batches depends on timing, and batch composition changes float rounding).
+    /// </summary>
+    /// <returns>One task per request, in the order given.</returns>
+    public IReadOnlyList<Task<IReadOnlyList<Trajectory>>> GenerateMany(IReadOnlyList<GenerationRequest> requests, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        foreach (var request in requests) Validate(request);
+        var states = requests.Select(r => CreateState(r, updates: null, cancellationToken)).ToList();
+        Enqueue(states);
+        return [.. states.Select(s => s.Completion.Task)];
+    }
+
     /// <summary>Streams progress (started, steps, tokens if asked, finished) of every candidate of <paramref name="request"/>.</summary>
     public async IAsyncEnumerable<CandidateUpdate> StreamAsync(GenerationRequest request, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -111,6 +127,24 @@ public sealed class GenerationEngine : IDisposable
     private RequestState Submit(GenerationRequest request, ChannelWriter<CandidateUpdate>? updates, CancellationToken cancellationToken)
     {
         Validate(request);
+        var state = CreateState(request, updates, cancellationToken);
+        Enqueue([state]);
+        return state;
+    }
+
+    private void Enqueue(IReadOnlyList<RequestState> states)
+    {
+        Interlocked.Add(ref _queuedCount, states.Sum(s => s.Request.Seeds.Count));
+        Post(() =>
+        {
+            foreach (var state in states)
+                for (int i = 0; i < state.Request.Seeds.Count; i++)
+                    _pending.Add(new PendingCandidate(state, i));
+        });
+    }
+
+    private RequestState CreateState(GenerationRequest request, ChannelWriter<CandidateUpdate>? updates, CancellationToken cancellationToken)
+    {
         ObjectDisposedException.ThrowIf(_shutdown.IsCancellationRequested, this);
         var state = new RequestState(request, updates);
         if (cancellationToken.CanBeCanceled)
@@ -122,12 +156,6 @@ public sealed class GenerationEngine : IDisposable
                 Post(() => { }); // wake the engine so it drops the sequences now
             });
         }
-        Interlocked.Add(ref _queuedCount, request.Seeds.Count);
-        Post(() =>
-        {
-            for (int i = 0; i < request.Seeds.Count; i++)
-                _pending.Add(new PendingCandidate(state, i));
-        });
         return state;
     }
 

@@ -20,14 +20,14 @@ public sealed record TrainingRecipe
     public double RopeTheta { get; init; } = 10000;
 
     // Policy: next-token training on reference solutions (loss on the response only).
-    public int PolicySteps { get; init; } = 900;
+    public int PolicySteps { get; init; } = 2400;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 2e-3;
     public double MinLearningRate { get; init; } = 1e-4;
-    public int WarmupSteps { get; init; } = 60;
+    public int WarmupSteps { get; init; } = 100;
     public double WeightDecay { get; init; } = 0.01;
     public double ClipNorm { get; init; } = 1.0;
-    public int CheckpointEvery { get; init; } = 150;
+    public int CheckpointEvery { get; init; } = 300;
     /// <summary>Share of search-family (Countdown) problems in every batch and sample set; the rest are arithmetic chains.</summary>
     public double SearchFraction { get; init; } = 0.5;
 
