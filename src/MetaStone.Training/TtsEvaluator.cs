@@ -50,6 +50,10 @@ public sealed record EvalReport
 
     public FamilyEval? Family(string name) => Families.FirstOrDefault(f => f.Family == name);
 
+    /// <summary>Every problem with its graded samples (generation order), for dumps; not part of the JSON report.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<(TaskExample Problem, IReadOnlyList<TtsEvaluator.EvaluatedSample> Samples)> Samples { get; init; } = [];
+
     public string ToTable()
     {
         var lines = new List<string> { $"model {Model}: {Families.Sum(f => f.Problems)} problems × {SamplesPerProblem} samples (seed {Seed}), {Seconds:F0} s" };
@@ -101,7 +105,11 @@ public static class TtsEvaluator
             .OrderBy(g => g.Key switch { "chain" => 0, "search" => 1, _ => 2 })
             .Select(g => Summarize(g.Key, g.Select(x => (IReadOnlyList<EvaluatedSample>)x.Samples).ToList(), ks))
             .ToList();
-        return new EvalReport { Model = model.Directory, SamplesPerProblem = kMax, Seed = seed, Families = families, Seconds = clock.Elapsed.TotalSeconds };
+        return new EvalReport
+        {
+            Model = model.Directory, SamplesPerProblem = kMax, Seed = seed, Families = families, Seconds = clock.Elapsed.TotalSeconds,
+            Samples = [.. problems.Select((p, i) => (p, (IReadOnlyList<EvaluatedSample>)graded[i]))],
+        };
     }
 
     /// <summary>One graded sample with what the figures beyond selection need: whether it finished, and its text (for ties).</summary>

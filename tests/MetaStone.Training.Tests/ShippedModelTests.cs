@@ -73,6 +73,36 @@ public sealed class ShippedModelTests
         Assert.True(described.Where((_, i) => correct[i]).Min(d => d.Score) > described.Where((_, i) => !correct[i]).Max(d => d.Score), table);
     }
 
+    /// <summary>`metastone eval` with a fixed seed gives the same figures twice (all requests enter the engine in one go).</summary>
+    [Fact]
+    public async Task Evaluation_with_a_fixed_seed_is_reproducible()
+    {
+        var problems = TtsEvaluator.TestProblems(6, seed: 11);
+        string Run(EvalReport r) => System.Text.Json.JsonSerializer.Serialize(r.Families);
+        string first, second;
+        using (var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 64, MaxSequenceLength = 256 }))
+            first = Run(await TtsEvaluator.EvaluateAsync(model, problems, [1, 2, 4, 8], seed: 5, new SamplingOptions { MaxNewTokens = 220 }));
+        using (var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 64, MaxSequenceLength = 256 }))
+            second = Run(await TtsEvaluator.EvaluateAsync(model, problems, [1, 2, 4, 8], seed: 5, new SamplingOptions { MaxNewTokens = 220 }));
+        Assert.Equal(first, second);
+    }
+
+    /// <summary>A question of neither family still gets an answer: the model tries, nothing throws.</summary>
+    [Fact]
+    public async Task A_prompt_of_an_unknown_family_still_gets_an_answer()
+    {
+        using var model = ReflectiveModel.Load(ModelDir, new ModelLoadOptions { MaxBatch = 8, MaxSequenceLength = 256 });
+        var trajectories = await model.Engine.GenerateAsync(new GenerationRequest
+        {
+            PromptIds = model.EncodePrompt("What is the capital of France?"),
+            Seeds = [1, 2],
+            Sampling = new SamplingOptions { MaxNewTokens = 120 },
+        });
+        Assert.Equal(2, trajectories.Count);
+        Assert.All(trajectories, t => Assert.NotEmpty(t.ResponseIds));
+        Assert.All(trajectories.Select(model.Describe), d => Assert.InRange(d.Score, 0.0, 1.0));
+    }
+
     /// <summary>The README's example question (also a test-split problem): the policy solves it on some samples, not all.</summary>
     public static TaskExample MixedProblem => new("Reach 58 with 8, 6, 7, 2 using + - * /, each number at most once.", new CountdownSpec(58, [8, 6, 7, 2]).ToString());
 }

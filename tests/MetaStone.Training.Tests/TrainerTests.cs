@@ -119,6 +119,23 @@ public sealed class PolicyTrainerTests
         Assert.Equal(targets.shape, inputs.shape);
     }
 
+    /// <summary>The smoke preset of <c>metastone train --smoke</c>: every phase of the real recipe (both families) end to end, and the result loads and answers.</summary>
+    [Fact]
+    public async Task SmokeRecipeBuildsAModelTheOrdinaryLoaderServes()
+    {
+        using var temp = new TempDirectory();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var summary = await new TinyModelBuilder(TrainingRecipe.Smoke).BuildAsync(Path.Combine(temp.Path, "model"), Path.Combine(temp.Path, "work"));
+        Assert.True(summary.SprTrajectories > 0 && summary.SprSteps > 0, $"{summary.SprTrajectories} trajectories, {summary.SprSteps} steps");
+        Assert.Contains(summary.DevFamilies, f => f.Family == TaskFamily.Search);
+        Assert.Contains(summary.DevFamilies, f => f.Family == TaskFamily.Chain);
+        using var model = ReflectiveModel.Load(Path.Combine(temp.Path, "model"), new ModelLoadOptions { MaxBatch = 16, MaxSequenceLength = 256 });
+        var report = await TtsEvaluator.EvaluateAsync(model, TtsEvaluator.TestProblems(2, seed: 3), [1, 2], seed: 1,
+            new MetaStone.Model.Generation.SamplingOptions { MaxNewTokens = 64 });
+        Assert.Equal(["chain", "search"], report.Families.Select(f => f.Family));
+        Assert.True(clock.Elapsed < TimeSpan.FromMinutes(5), $"the smoke recipe took {clock.Elapsed}");
+    }
+
     [Fact]
     public void LearningRateWarmsUpThenDecays()
     {

@@ -20,10 +20,11 @@ public sealed class EvalCommand : ICliVerb
         var dataset = new Option<string?>("--dataset") { Description = "JSONL file of {prompt, answer} (default: the tiny task's test split)." };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 1 };
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 256 };
+        var dump = new Option<string?>("--dump") { Description = "Also write every sample to this JSONL file: prompt, expected answer, candidate, score, correct, answer, text." };
         var json = JsonOutput.CreateOption();
         var command = new Command("eval", "Evaluate test-time scaling: pass@1, SPRM Best-of-N / majority / weighted vote / random / oracle at each k, SPRM AUROC.")
         {
-            model, ks, problems, family, dataset, seed, maxNew, json,
+            model, ks, problems, family, dataset, seed, maxNew, dump, json,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -49,6 +50,17 @@ public sealed class EvalCommand : ICliVerb
                 new SamplingOptions { MaxNewTokens = parseResult.GetValue(maxNew) },
                 (d, a) => bar.Report(new TrainingProgress("eval", d, a, double.NaN, 0, 0, clock.Elapsed)), cancellationToken).ConfigureAwait(false);
             bar.End();
+            if (parseResult.GetValue(dump) is string dumpFile)
+            {
+                using var writer = new StreamWriter(dumpFile);
+                foreach (var (problem, samples) in report.Samples)
+                    for (int i = 0; i < samples.Count; i++)
+                        writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                        {
+                            prompt = problem.Prompt, expected = problem.Answer, candidate = i, score = samples[i].Candidate.Score,
+                            correct = samples[i].Candidate.Correct, answer = samples[i].Candidate.Answer, finished = samples[i].Finished, text = samples[i].Text,
+                        }));
+            }
             if (parseResult.GetValue(json)) JsonOutput.Write(parseResult.InvocationConfiguration.Output, report);
             else parseResult.InvocationConfiguration.Output.WriteLine(report.ToTable());
             return 0;

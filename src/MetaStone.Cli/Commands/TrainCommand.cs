@@ -24,7 +24,7 @@ public sealed class TrainCommand : ICliVerb
         var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
         var headOnly = new Option<bool>("--head-only") { Description = "Keep an existing policy and retrain only the SPRM head (sampling + head phases of the recipe)." };
         var policyDir = new Option<string?>("--policy") { Description = "With --head-only: the model directory whose policy is reused (default: the output directory)." };
-        var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (ANALYSIS.md); prints per-family dev figures and writes nothing to the model directory." };
+        var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (models/metastone-tiny/ANALYSIS.md); prints per-family dev figures and writes nothing to the model directory." };
         var json = JsonOutput.CreateOption();
         var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
         {

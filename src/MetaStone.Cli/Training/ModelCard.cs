@@ -37,7 +37,7 @@ public static class ModelCard
             "target: the target ends the step at once (`= 68.\\n\\n`: the step token follows the result's last digit), any other value is",
             "followed by `,` and the next operation or `no` (`…, 71 + 5 = 76, no.\\n\\n`). The SPRM reads `hidden_states[-2]` at the token",
             "before `.\\n\\n`, i.e. exactly where the policy had to decide \"is this the target?\" for its own next-token prediction (or right after",
-            "it wrote `no`). The arithmetic-chain analysis (ANALYSIS.md) showed that a head can only read what the policy computed there;",
+            "it wrote `no`). The analysis of the chain-only checkpoint (docs/experiments/chain-only-sprm-analysis.md) showed that a head can only read what the policy computed there;",
             "here the policy must compute success at that position, and checking success is easier than finding it.",
             "",
             "## Files",
