@@ -235,7 +235,7 @@ public sealed class GenerationEngine : IDisposable
                 var output = _model.Prefill(ids, _cache, slot, 0);
                 Interlocked.Add(ref _prefillComputed, promptLength);
                 // History row: the prompt, then its first token repeated (a token that is in the sequence anyway).
-                var history = full(_options.MaxSequenceLength, (long)key.Ids[0], dtype: ScalarType.Int64, device: _model.Device);
+                var history = TorchScalars.Full(_options.MaxSequenceLength, key.Ids[0], ScalarType.Int64, _model.Device);
                 history.narrow(0, 0, promptLength).copy_(ids.squeeze(0));
                 prefix = new SharedPrefix(key, output.Logits.squeeze(0).DetachFromDisposeScope(),
                     output.SprmFeatures.squeeze(0).DetachFromDisposeScope(), history.DetachFromDisposeScope());
