@@ -10,9 +10,12 @@ public static class MetaStoneSiloBuilderExtensions
     /// Registers replica placement and the silo background services. The caller registers the loaded
     /// <see cref="Engines.ReplicaEngines"/> and an <see cref="Jobs.IJobStore"/> as singletons.
     /// </summary>
-    public static ISiloBuilder AddMetaStoneGrains(this ISiloBuilder silo, ReplicaPlacementOptions? placement = null)
+    public static ISiloBuilder AddMetaStoneGrains(this ISiloBuilder silo, ReplicaPlacementOptions? placement = null, SiloDrainOptions? drain = null)
     {
         silo.Services.AddSingleton(placement ?? new ReplicaPlacementOptions());
+        silo.Services.AddSingleton(drain ?? new SiloDrainOptions(SiloDrainOptions.DefaultGrace));
+        silo.Services.AddSingleton<SiloDrain>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloDrain>());
         silo.Services.AddPlacementDirector<ReplicaPlacementStrategy, ReplicaPlacementDirector>();
         silo.Services.AddSingleton<ReplicaHeartbeat>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<ReplicaHeartbeat>());

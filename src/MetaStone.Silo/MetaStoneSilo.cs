@@ -33,7 +33,8 @@ public static class MetaStoneSilo
             builder.Logging.AddFilter("MetaStone", LogLevel.Information);
             if (logging is null) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
             else logging(builder.Logging);
-            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+            // The drain (up to the grace) and Orleans' own stop (leave membership, deactivate grains) fit in the timeout.
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = settings.ShutdownGrace + TimeSpan.FromSeconds(30));
             builder.UseOrleans(silo => Configure(silo, settings, redis, engines));
             var host = builder.Build();
             await host.StartAsync(cancellationToken);
@@ -88,7 +89,23 @@ public static class MetaStoneSilo
             });
         }
         silo.Services.AddSingleton(engines);
-        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)));
+        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
+            new SiloDrainOptions(settings.ShutdownGrace));
+    }
+
+    /// <summary>
+    /// Runs a started silo until SIGTERM / SIGINT (the host's console lifetime turns both into a stop request) or
+    /// <paramref name="cancellationToken"/>, then stops it gracefully: <see cref="SiloDrain"/> lets in-flight candidates
+    /// finish within the grace period, then the silo leaves the cluster. Returns once the host has stopped.
+    /// </summary>
+    public static async Task RunUntilStoppedAsync(IHost host, CancellationToken cancellationToken = default)
+    {
+        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
+        using (cancellationToken.Register(() => stopping.TrySetResult()))
+            await stopping.Task;
+        await host.StopAsync(CancellationToken.None); // bounded by HostOptions.ShutdownTimeout (grace + 30 s)
     }
 
     /// <summary>Loads one engine per device, before the silo joins the cluster.</summary>

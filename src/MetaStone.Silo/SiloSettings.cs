@@ -44,6 +44,11 @@ public sealed class SiloSettings
     public double SimulatedPerSequenceMilliseconds { get; set; } = 0.5;
     /// <summary>Simulated engine: tokens generated per candidate.</summary>
     public int SimulatedTokens { get; set; } = 64;
+    /// <summary>On SIGTERM / SIGINT / <c>docker stop</c>: seconds the silo lets its in-flight candidates finish before it
+    /// leaves the cluster (anything still running is then regenerated elsewhere with the same seed).</summary>
+    public double ShutdownGraceSeconds { get; set; } = 30;
+
+    public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
 
     public static SiloSettings FromConfiguration(IConfiguration configuration)
     {
@@ -73,5 +78,6 @@ public sealed class SiloSettings
         if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
         MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
+        if (!(ShutdownGraceSeconds >= 0 && ShutdownGraceSeconds <= 3600)) throw new ArgumentException($"shutdown grace must be 0–3600 seconds (got {ShutdownGraceSeconds})");
     }
 }
