@@ -23,6 +23,9 @@ public static class MetaStoneSilo
     public static async Task<IHost> StartAsync(SiloSettings settings, Action<ILoggingBuilder>? logging = null, CancellationToken cancellationToken = default)
     {
         settings.Validate();
+        // Before anything joins the cluster: a second silo on a busy port would supersede (kill) the one listening there.
+        PortCheck.EnsureFree(settings.Redis is null ? IPAddress.Loopback : IPAddress.Parse(settings.AdvertisedAddress),
+            (settings.SiloPort, "silo"), (settings.GatewayPort, "gateway"));
         ConnectionMultiplexer? redis = settings.Redis is null ? null : await RedisConnection.ConnectAsync(settings.Redis);
         var engines = LoadEngines(settings);
         try

@@ -4,7 +4,13 @@ using Microsoft.Extensions.Hosting;
 
 // The silo executable: settings from MetaStone__* / Orleans__* environment variables or --MetaStone:Key=value arguments.
 var configuration = new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(args).Build();
-var settings = SiloSettings.FromConfiguration(configuration);
+SiloSettings settings;
+try { settings = SiloSettings.FromConfiguration(configuration); }
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"metastone silo: cannot start: {e.Message}");
+    return 2;
+}
 IHost host;
 try
 {

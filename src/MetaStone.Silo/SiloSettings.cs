@@ -50,8 +50,29 @@ public sealed class SiloSettings
 
     public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
 
+    /// <summary>Orleans keys honoured as fallbacks (environment <c>Orleans__Name</c>, …).</summary>
+    public static readonly string[] OrleansKeys =
+    [
+        "Orleans:Name", "Orleans:ClusterId", "Orleans:ServiceId",
+        "Orleans:Endpoints:SiloPort", "Orleans:Endpoints:GatewayPort", "Orleans:Endpoints:AdvertisedIPAddress",
+    ];
+
+    /// <summary>The settings of the <c>MetaStone</c> section: every public settable property.</summary>
+    public static IReadOnlyList<string> MetaStoneKeys { get; } = typeof(SiloSettings).GetProperties()
+        .Where(p => p.CanWrite && p.SetMethod!.IsPublic).Select(p => "MetaStone:" + p.Name).ToArray();
+
+    /// <summary>Every configuration key a silo binds (environment form: replace ':' with "__").</summary>
+    public static IReadOnlyList<string> BoundKeys { get; } = [.. OrleansKeys, .. MetaStoneKeys];
+
+    /// <summary>Binds the settings; an unknown <c>MetaStone</c> key (a typo such as <c>MetaStone__Device</c> for
+    /// <c>MetaStone__Devices</c>) is an <see cref="ArgumentException"/> instead of being silently ignored.</summary>
     public static SiloSettings FromConfiguration(IConfiguration configuration)
     {
+        var unknown = configuration.GetSection("MetaStone").GetChildren()
+            .Where(c => !MetaStoneKeys.Contains("MetaStone:" + c.Key, StringComparer.OrdinalIgnoreCase)).Select(c => c.Key).ToList();
+        if (unknown.Count > 0)
+            throw new ArgumentException($"unknown setting{(unknown.Count > 1 ? "s" : "")} {string.Join(", ", unknown.Select(k => "MetaStone__" + k))} " +
+                $"(valid: {string.Join(", ", MetaStoneKeys.Select(k => k.Replace(":", "__", StringComparison.Ordinal)))})");
         var settings = new SiloSettings();
         if (configuration["Orleans:Name"] is { Length: > 0 } name) settings.Name = name;
         if (configuration["Orleans:ClusterId"] is { Length: > 0 } cluster) settings.ClusterId = cluster;
