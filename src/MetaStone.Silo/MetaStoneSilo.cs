@@ -93,7 +93,7 @@ public static class MetaStoneSilo
         }
         silo.Services.AddSingleton(engines);
         silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
-            new SiloDrainOptions(settings.ShutdownGrace));
+            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs));
     }
 
     /// <summary>

@@ -47,6 +47,9 @@ public sealed class SiloSettings
     /// <summary>On SIGTERM / SIGINT / <c>docker stop</c>: seconds the silo lets its in-flight candidates finish before it
     /// leaves the cluster (anything still running is then regenerated elsewhere with the same seed).</summary>
     public double ShutdownGraceSeconds { get; set; } = 30;
+    /// <summary>Admission control: jobs that may run in the cluster at once (the same on every silo); a submission
+    /// beyond it is refused with "cluster busy … submit it again later". 0 = unbounded.</summary>
+    public int MaxRunningJobs { get; set; } = MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs;
 
     public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
 
@@ -99,6 +102,7 @@ public sealed class SiloSettings
         if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
         MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
+        if (MaxRunningJobs < 0) throw new ArgumentException($"max running jobs must be ≥ 0, 0 = unbounded (got {MaxRunningJobs})");
         if (!(ShutdownGraceSeconds >= 0 && ShutdownGraceSeconds <= 3600)) throw new ArgumentException($"shutdown grace must be 0–3600 seconds (got {ShutdownGraceSeconds})");
     }
 }
