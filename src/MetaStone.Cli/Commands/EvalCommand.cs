@@ -34,7 +34,10 @@ public sealed class EvalCommand : ICliVerb
             if (!Directory.Exists(dir)) { Console.Error.WriteLine($"error: model directory not found: {dir} (train one with 'metastone train' or pass --model)"); return 2; }
             int n = parseResult.GetValue(problems);
             var items = parseResult.GetValue(dataset) is string file ? TaskJsonl.ReadFile(file).Take(n).ToList() : TtsEvaluator.TestProblems(n);
-            using var reflective = ReflectiveModel.Load(dir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 512 });
+            ReflectiveModel loaded;
+            try { loaded = ReflectiveModel.Load(dir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 512 }); }
+            catch (ModelLoadException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
+            using var reflective = loaded;
             var bar = new ProgressLine();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var report = await TtsEvaluator.EvaluateAsync(reflective, items, kList, parseResult.GetValue(seed),
