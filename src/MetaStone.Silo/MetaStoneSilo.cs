@@ -77,6 +77,10 @@ public static class MetaStoneSilo
             silo.Services.AddSingleton<IJobStore>(new RedisJobStore(redis, settings.ServiceId, settings.JobRetention));
             silo.Services.AddSingleton<ISweepStore>(new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention));
             silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
+            // Default Orleans Redis membership key: {ServiceId}/members/{ClusterId}.
+            string membershipKey = $"{settings.ServiceId}/members/{settings.ClusterId}";
+            silo.Services.AddHostedService(sp => new MembershipWatchdog(redis, membershipKey, sp.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>(),
+                sp.GetRequiredService<IHostApplicationLifetime>(), sp.GetRequiredService<ILogger<MembershipWatchdog>>()));
         }
         if (settings.FastFailureDetection)
         {
@@ -108,7 +112,11 @@ public static class MetaStoneSilo
         using (lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
         using (cancellationToken.Register(() => stopping.TrySetResult()))
             await stopping.Task;
-        await host.StopAsync(CancellationToken.None); // bounded by HostOptions.ShutdownTimeout (grace + 30 s)
+        // Bounded by HostOptions.ShutdownTimeout (grace + 30 s). With the membership table lost there is nothing to
+        // leave gracefully (every table update fails), so the stop is cut short.
+        using var cut = SiloExit.Code == SiloExit.MembershipLost ? new CancellationTokenSource(TimeSpan.FromSeconds(5)) : new CancellationTokenSource();
+        try { await host.StopAsync(cut.Token); }
+        catch (OperationCanceledException) when (cut.IsCancellationRequested) { }
     }
 
     /// <summary>Loads one engine per device, before the silo joins the cluster.</summary>

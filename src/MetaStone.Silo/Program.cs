@@ -33,4 +33,4 @@ Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.Adverti
 await MetaStoneSilo.RunUntilStoppedAsync(host);
 host.Dispose();
 Console.WriteLine($"metastone silo {settings.Name} stopped");
-return 0;
+return SiloExit.Code; // 0, or 3 when the membership table was lost (see MembershipWatchdog)

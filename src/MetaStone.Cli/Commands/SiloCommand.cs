@@ -50,7 +50,7 @@ public sealed class SiloCommand : ICliVerb
             // SIGTERM / SIGINT (Ctrl+C) / docker stop: drain within the grace period, leave the cluster, exit 0.
             await MetaStoneSilo.RunUntilStoppedAsync(host, cancellationToken);
             Console.WriteLine($"metastone silo {settings.Name} stopped");
-            return 0;
+            return SiloExit.Code; // 0, or 3 when the membership table was lost (MembershipWatchdog)
         }));
         return command;
     }
