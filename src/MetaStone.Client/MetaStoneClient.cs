@@ -35,6 +35,22 @@ public sealed class MetaStoneClient : IAsyncDisposable
     /// <summary>A client over a grain factory this process already has (an embedded silo's <c>IClusterClient</c>).</summary>
     public static MetaStoneClient FromGrainFactory(IGrainFactory grains) => new(grains, null);
 
+    /// <summary>How long connecting to Redis may take before the client says it is unreachable.</summary>
+    public static readonly TimeSpan RedisConnectTimeout = TimeSpan.FromSeconds(3);
+
+    /// <summary>"cannot reach Redis at 'X' (reason); is redis-server running there?" without the library's advice to programmers.</summary>
+    public static string UnreachableRedis(string connection, RedisConnectionException e)
+    {
+        string reason = e.InnerException is { } inner ? inner.Message.Split('\n')[0].Trim()
+            : e.FailureType switch
+            {
+                ConnectionFailureType.UnableToConnect or ConnectionFailureType.UnableToResolvePhysicalConnection => "no connection",
+                ConnectionFailureType.AuthenticationFailure => "authentication failed",
+                _ => e.FailureType.ToString(),
+            };
+        return $"cannot reach Redis at '{connection}' ({reason}); is redis-server running there?";
+    }
+
     /// <summary>Connects through Redis clustering: the client finds the silos' gateways in the membership table.</summary>
     public static async Task<MetaStoneClient> ConnectAsync(ClusterConnection cluster, CancellationToken cancellationToken = default)
     {
@@ -42,13 +58,15 @@ public sealed class MetaStoneClient : IAsyncDisposable
         ConfigurationOptions options;
         try { options = ConfigurationOptions.Parse(cluster.Redis); }
         catch (Exception e) { throw new ArgumentException($"invalid Redis connection string '{cluster.Redis}': {e.Message}"); }
-        options.ConnectTimeout = 5000;
+        // One attempt of at most 3 s: the library's default (3 retries × 5 s) took 16 s to say Redis is down.
+        options.ConnectTimeout = (int)RedisConnectTimeout.TotalMilliseconds;
+        options.ConnectRetry = 1;
         options.AbortOnConnectFail = true;
         ConnectionMultiplexer redis;
         try { redis = await ConnectionMultiplexer.ConnectAsync(options); }
         catch (RedisConnectionException e)
         {
-            throw new InvalidOperationException($"cannot reach Redis at '{cluster.Redis}': {e.Message.Split('\n')[0]} (is redis-server running?)", e);
+            throw new InvalidOperationException(UnreachableRedis(cluster.Redis, e), e);
         }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ApplicationName = "MetaStone.Client" });
         builder.Logging.ClearProviders();

@@ -160,3 +160,13 @@ public sealed record ReplicaLoad
 public sealed record PromptCheck(
     [property: Id(0)] int PromptTokens,
     [property: Id(1)] int ContextLength);
+
+/// <summary>
+/// The cluster's bounded job queue is full: the job was not accepted and nothing of it is stored; submit it again
+/// later (the same job id is fine). Counted in the job store (<c>stats</c> field <c>rejectedBusy</c>).
+/// </summary>
+[GenerateSerializer, Alias("metastone.ClusterBusyException")]
+public sealed class ClusterBusyException : Exception
+{
+    public ClusterBusyException(string message) : base(message) { }
+}

@@ -13,7 +13,7 @@ namespace MetaStone.Grains;
 /// Reentrant so status, progress and cancel calls are served while candidates run.
 /// </summary>
 [Reentrant]
-public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, ILogger<CoordinatorGrain> logger) : Grain, ICoordinatorGrain
+public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger) : Grain, ICoordinatorGrain
 {
     /// <summary>How long a coordinator's claim on a job outlives its last renewal (renewed every third of it).</summary>
     public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(6);
@@ -52,7 +52,15 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, IL
         var (k, selection) = JobRequestRules.Validate(request);
         await CheckPromptAsync(request);
         var createdAt = DateTimeOffset.UtcNow;
-        if (!await store.CreateAsync(JobId, request, k, createdAt))
+        var outcome = await store.CreateAsync(JobId, request, k, createdAt, admission.MaxRunningJobs);
+        if (outcome == CreateOutcome.Busy)
+        {
+            // Nothing was stored: the client gets a clear "busy, retry" and this activation goes away.
+            logger.LogWarning("job {Job} refused: the cluster runs its limit of {Max} jobs", JobId, admission.MaxRunningJobs);
+            DeactivateOnIdle();
+            throw new ClusterBusyException($"cluster busy: it is running its limit of {admission.MaxRunningJobs} jobs; the job was not accepted, submit it again later");
+        }
+        if (outcome == CreateOutcome.Exists)
         {
             // Another activation created it first (only possible during a silo failover); take its record.
             Restore(await store.LoadAsync(JobId) ?? throw new InvalidOperationException($"job {JobId} vanished from the store"));

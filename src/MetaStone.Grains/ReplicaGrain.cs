@@ -12,7 +12,7 @@ namespace MetaStone.Grains;
 /// batches them, so the grain never serializes generation.
 /// </summary>
 [Reentrant, ReplicaPlacement]
-public sealed class ReplicaGrain(ReplicaEngines engines, IJobStore store, ILocalSiloDetails silo, ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
+public sealed class ReplicaGrain(ReplicaEngines engines, IJobStore store, ILocalSiloDetails silo, SiloDrain drain, ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
 {
     private ICandidateEngine? _engine;
 
@@ -30,6 +30,8 @@ public sealed class ReplicaGrain(ReplicaEngines engines, IJobStore store, ILocal
 
     public async Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken)
     {
+        if (drain.Draining)
+            throw new ReplicaDrainingException($"replica {this.GetPrimaryKeyString()} is stopping and takes no new candidates");
         var result = await Engine.GenerateAsync(work, cancellationToken) with { Replica = this.GetPrimaryKeyString() };
         // Persist at the source: if the caller's silo died while this ran, the candidate is still kept, and a
         // resumed job finds it instead of generating it again.

@@ -11,7 +11,7 @@ namespace MetaStone.Grains;
 /// Reports this silo's replicas and their live load to the registry twice a second, from the moment the silo is
 /// active (its engines were loaded before that) until it stops.
 /// </summary>
-public sealed class ReplicaHeartbeat(ReplicaEngines engines, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
+public sealed class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain drain, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
     : ILifecycleParticipant<ISiloLifecycle>
 {
     public static readonly TimeSpan Period = TimeSpan.FromMilliseconds(500);
@@ -30,7 +30,9 @@ public sealed class ReplicaHeartbeat(ReplicaEngines engines, IGrainFactory grain
         {
             try
             {
-                var loads = engines.Engines.Select(e => ReplicaGrain.LoadOf(ReplicaEngines.ReplicaKey(engines.SiloName, e.Device), e)).ToList();
+                // A draining (stopping) silo reports no replicas, which withdraws them from placement.
+                var loads = drain.Draining ? []
+                    : engines.Engines.Select(e => ReplicaGrain.LoadOf(ReplicaEngines.ReplicaKey(engines.SiloName, e.Device), e)).ToList();
                 await registry.ReportAsync(engines.SiloName, loads);
             }
             catch (Exception e) when (!_stop.IsCancellationRequested)

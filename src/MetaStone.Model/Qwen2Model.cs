@@ -23,7 +23,8 @@ public sealed class RmsNorm : nn.Module
     public Tensor Forward(Tensor x)
     {
         var x32 = x.to_type(ScalarType.Float32);
-        var normed = x32 * rsqrt(x32.square().mean([-1], keepdim: true) + _eps);
+        // No implicit Scalars (x.square() is pow(2), "+ eps" converts eps): see TorchScalars.
+        var normed = x32 * rsqrt((x32 * x32).mean([-1], keepdim: true).Plus(_eps));
         return weight * normed.to_type(x.dtype);
     }
 }
@@ -106,8 +107,8 @@ public sealed class Qwen2Attention : nn.Module
                 else
                 {
                     // SDPA's causal flag is top-left aligned; continuing a sequence needs an explicit mask.
-                    var rows = arange(pre.Start, kvLen, device: x.device).unsqueeze(1);
-                    var cols = arange(0, kvLen, device: x.device).unsqueeze(0);
+                    var rows = TorchScalars.Arange(pre.Start, kvLen, x.device).unsqueeze(1);
+                    var cols = TorchScalars.Arange(0, kvLen, x.device).unsqueeze(0);
                     attn = F.scaled_dot_product_attention(q, kk, vv, (cols <= rows).unsqueeze(0).unsqueeze(0));
                 }
                 break;
@@ -170,8 +171,8 @@ public sealed class Qwen2DecoderLayer : nn.Module
 
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
     {
-        var h = x + self_attn.Forward(input_layernorm.Forward(x), cos, sin, plan);
-        return h + mlp.Forward(post_attention_layernorm.Forward(h));
+        var h = x.Plus(self_attn.Forward(input_layernorm.Forward(x), cos, sin, plan));
+        return h.Plus(mlp.Forward(post_attention_layernorm.Forward(h)));
     }
 }
 
@@ -182,8 +183,9 @@ internal static class Rotary
     public static (Tensor Cos, Tensor Sin) Tables(int headDim, double theta, int maxPositions, Device device)
     {
         using var scope = NewDisposeScope();
-        var invFreq = pow(theta, -arange(0, headDim, 2, dtype: ScalarType.Float64) / headDim);
-        var freqs = outer(arange(maxPositions, dtype: ScalarType.Float64), invFreq);
+        // inv_freq = theta^(-2i/d) in float64 on the host: no implicit Scalars (see TorchScalars).
+        var invFreq = tensor(Enumerable.Range(0, (headDim + 1) / 2).Select(i => Math.Pow(theta, -(2.0 * i) / headDim)).ToArray(), dtype: ScalarType.Float64);
+        var freqs = outer(TorchScalars.Arange(0, maxPositions, CPU, ScalarType.Float64), invFreq);
         var emb = cat([freqs, freqs], dim: -1);
         var cos = emb.cos().to_type(ScalarType.Float32).to(device);
         var sin = emb.sin().to_type(ScalarType.Float32).to(device);
@@ -197,7 +199,7 @@ internal static class Rotary
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([x2.neg(), x1], dim: -1);
-        return x * cos + rotated * sin;
+        return (x * cos).Plus(rotated * sin); // not "+": its implicit alpha Scalar can be finalised mid-call (TorchScalars)
     }
 }
 
@@ -246,7 +248,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         var gen = new Generator((ulong)seed);
         foreach (var (name, p) in named_parameters())
         {
-            if (name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name == "model.norm.weight") p.fill_(1);
+            if (name.EndsWith("layernorm.weight", StringComparison.Ordinal) || name == "model.norm.weight") p.FillWith(1);
             else if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
             else p.normal_(0, 0.02, generator: gen);
         }
@@ -260,7 +262,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     {
         long t = inputIds.shape[1];
         CheckLength(t);
-        var positions = arange(t, device: Device).unsqueeze(0).expand(inputIds.shape[0], t);
+        var positions = TorchScalars.Arange(0, t, Device).unsqueeze(0).expand(inputIds.shape[0], t);
         return Run(inputIds, positions, new AttentionPlan.Full(paddingMask), allPositions);
     }
 
@@ -272,7 +274,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         if (start + t > cache.MaxLength)
             throw new ArgumentException($"sequence of {start + t} tokens exceeds the cache length {cache.MaxLength}");
         CheckLength(start + t);
-        var positions = arange(start, start + t, device: Device).unsqueeze(0);
+        var positions = TorchScalars.Arange(start, start + t, Device).unsqueeze(0);
         return Run(inputIds, positions, new AttentionPlan.Prefill(cache, slot, start), allPositions);
     }
 
@@ -296,7 +298,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         var slotT = tensor(slots.ToArray(), device: Device);
         var flatT = tensor(flat, device: Device);
         // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
-        var mask = (arange(kvLength, device: Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
+        var mask = (TorchScalars.Arange(0, kvLength, Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
         return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false);
     }
 

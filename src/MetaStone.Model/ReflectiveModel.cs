@@ -21,6 +21,10 @@ public sealed record ModelLoadOptions
     public bool SharePrefix { get; init; } = true;
 }
 
+/// <summary>A model directory that cannot be loaded; the message is one line naming the directory and the problem.
+/// An <see cref="ArgumentException"/>, so the CLI and the silo report it as a bad setting (exit code 2).</summary>
+public sealed class ModelLoadException(string message, Exception inner) : ArgumentException(message, inner);
+
 /// <summary>One candidate of a Best-of-N answer, decoded.</summary>
 public sealed record CandidateAnswer(Trajectory Trajectory, string Text, string? Answer, double Score);
 
@@ -61,7 +65,24 @@ public sealed class ReflectiveModel : IDisposable
         Engine = new GenerationEngine(model, head, engineOptions);
     }
 
+    /// <summary>Loads a model directory. Anything wrong with the files (truncated or hostile JSON, safetensors or pickle,
+    /// wrong shapes, a broken tokenizer) is one <see cref="ModelLoadException"/> naming the directory, never a raw
+    /// parser exception with a stack trace.</summary>
     public static ReflectiveModel Load(string directory, ModelLoadOptions? options = null)
+    {
+        try { return LoadUnchecked(directory, options); }
+        catch (Exception e) when (e is not (ModelLoadException or OperationCanceledException or OutOfMemoryException))
+        {
+            string message = e.Message.Split('\n')[0].Trim();
+            // Parser exceptions of unusual types keep their type name as a hint; the familiar ones speak for themselves.
+            if (e is not (IOException or InvalidDataException or ArgumentException or FormatException or System.Text.Json.JsonException
+                or Checkpoints.CheckpointFormatException or NotSupportedException or InvalidOperationException or KeyNotFoundException))
+                message = $"{e.GetType().Name}: {message}";
+            throw new ModelLoadException($"cannot load the model in {directory}: {message}", e);
+        }
+    }
+
+    private static ReflectiveModel LoadUnchecked(string directory, ModelLoadOptions? options)
     {
         options ??= new ModelLoadOptions();
         if (!System.IO.Directory.Exists(directory))

@@ -3,7 +3,8 @@ namespace MetaStone.Reasoning;
 /// <summary>How the winner among k finished candidates is chosen.</summary>
 public enum SelectionMethod
 {
-    /// <summary>Highest trajectory score; first index wins ties (Python list.index(max)).</summary>
+    /// <summary>Highest trajectory score; ties within <see cref="CandidateSelection.ScoreTieTolerance"/> go to the first
+    /// index (the reference's <c>list.index(max)</c> / argmax, made robust to float noise).</summary>
     SprmBestOfN,
     /// <summary>Most frequent final answer; ties broken by the earliest candidate holding it.</summary>
     MajorityVote,
@@ -19,6 +20,14 @@ public readonly record struct ScoredCandidate(int Index, double Score, string? A
 
 public static class CandidateSelection
 {
+    /// <summary>
+    /// Scores (in [0, 1]) closer than this to the top are a tie, won by the lowest index. fp32 step logits carry about
+    /// seven significant digits and the order of floating-point sums can change with the batch a candidate ran in, so
+    /// differences below 1e-6 are noise, not evidence: without the tolerance a difference of 1e-15 picked the winner.
+    /// The same holds for the summed weights of <see cref="SelectionMethod.SprmWeightedVote"/>.
+    /// </summary>
+    public const double ScoreTieTolerance = 1e-6;
+
     /// <summary>
     /// Returns the position in <paramref name="candidates"/> of the winner. Candidates without an answer
     /// take no part in votes; if none has one, the votes fall back to SPRM Best-of-N.
@@ -41,25 +50,29 @@ public static class CandidateSelection
                     tally[answer] = tally.TryGetValue(answer, out var t) ? (t.Weight + w, t.First) : (w, i);
                 }
                 if (tally.Count == 0) return BestOfN(candidates);
-                var best = tally.Values.OrderByDescending(v => v.Weight).ThenBy(v => v.First).First();
+                double top = tally.Values.Max(v => v.Weight);
+                var best = tally.Values.Where(v => v.Weight >= top - ScoreTieTolerance).MinBy(v => v.First);
                 // Within the winning answer, return its best-scored candidate so the shown trajectory is the
                 // most trusted one that reached that answer.
                 string winningAnswer = candidates[best.First].Answer!;
-                int winner = best.First;
-                for (int i = best.First + 1; i < candidates.Count; i++)
-                    if (candidates[i].Answer == winningAnswer && candidates[i].Score > candidates[winner].Score) winner = i;
-                return winner;
+                return FirstWithinTolerance(candidates, i => candidates[i].Answer == winningAnswer);
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method, "unknown selection method");
         }
     }
 
-    private static int BestOfN(IReadOnlyList<ScoredCandidate> candidates)
+    private static int BestOfN(IReadOnlyList<ScoredCandidate> candidates) => FirstWithinTolerance(candidates, _ => true);
+
+    /// <summary>Among the eligible positions, the first whose score is within <see cref="ScoreTieTolerance"/> of their
+    /// maximum. Positions are expected in candidate-index order.</summary>
+    private static int FirstWithinTolerance(IReadOnlyList<ScoredCandidate> candidates, Func<int, bool> eligible)
     {
-        int best = 0;
-        for (int i = 1; i < candidates.Count; i++)
-            if (candidates[i].Score > candidates[best].Score) best = i;
-        return best;
+        double top = double.NegativeInfinity;
+        for (int i = 0; i < candidates.Count; i++)
+            if (eligible(i) && candidates[i].Score > top) top = candidates[i].Score;
+        for (int i = 0; i < candidates.Count; i++)
+            if (eligible(i) && candidates[i].Score >= top - ScoreTieTolerance) return i;
+        return 0; // only NaN scores: the first candidate, as argmax would
     }
 
     public static SelectionMethod Parse(string name) => name.Trim().ToLowerInvariant() switch

@@ -23,6 +23,9 @@ public static class MetaStoneSilo
     public static async Task<IHost> StartAsync(SiloSettings settings, Action<ILoggingBuilder>? logging = null, CancellationToken cancellationToken = default)
     {
         settings.Validate();
+        // Before anything joins the cluster: a second silo on a busy port would supersede (kill) the one listening there.
+        PortCheck.EnsureFree(settings.Redis is null ? IPAddress.Loopback : IPAddress.Parse(settings.AdvertisedAddress),
+            (settings.SiloPort, "silo"), (settings.GatewayPort, "gateway"));
         ConnectionMultiplexer? redis = settings.Redis is null ? null : await RedisConnection.ConnectAsync(settings.Redis);
         var engines = LoadEngines(settings);
         try
@@ -33,7 +36,8 @@ public static class MetaStoneSilo
             builder.Logging.AddFilter("MetaStone", LogLevel.Information);
             if (logging is null) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
             else logging(builder.Logging);
-            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+            // The drain (up to the grace) and Orleans' own stop (leave membership, deactivate grains) fit in the timeout.
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = settings.ShutdownGrace + TimeSpan.FromSeconds(30));
             builder.UseOrleans(silo => Configure(silo, settings, redis, engines));
             var host = builder.Build();
             await host.StartAsync(cancellationToken);
@@ -73,6 +77,10 @@ public static class MetaStoneSilo
             silo.Services.AddSingleton<IJobStore>(new RedisJobStore(redis, settings.ServiceId, settings.JobRetention));
             silo.Services.AddSingleton<ISweepStore>(new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention));
             silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
+            // Default Orleans Redis membership key: {ServiceId}/members/{ClusterId}.
+            string membershipKey = $"{settings.ServiceId}/members/{settings.ClusterId}";
+            silo.Services.AddHostedService(sp => new MembershipWatchdog(redis, membershipKey, sp.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>(),
+                sp.GetRequiredService<IHostApplicationLifetime>(), sp.GetRequiredService<ILogger<MembershipWatchdog>>()));
         }
         if (settings.FastFailureDetection)
         {
@@ -88,7 +96,27 @@ public static class MetaStoneSilo
             });
         }
         silo.Services.AddSingleton(engines);
-        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)));
+        silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
+            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs));
+    }
+
+    /// <summary>
+    /// Runs a started silo until SIGTERM / SIGINT (the host's console lifetime turns both into a stop request) or
+    /// <paramref name="cancellationToken"/>, then stops it gracefully: <see cref="SiloDrain"/> lets in-flight candidates
+    /// finish within the grace period, then the silo leaves the cluster. Returns once the host has stopped.
+    /// </summary>
+    public static async Task RunUntilStoppedAsync(IHost host, CancellationToken cancellationToken = default)
+    {
+        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
+        using (cancellationToken.Register(() => stopping.TrySetResult()))
+            await stopping.Task;
+        // Bounded by HostOptions.ShutdownTimeout (grace + 30 s). With the membership table lost there is nothing to
+        // leave gracefully (every table update fails), so the stop is cut short.
+        using var cut = SiloExit.Code == SiloExit.MembershipLost ? new CancellationTokenSource(TimeSpan.FromSeconds(5)) : new CancellationTokenSource();
+        try { await host.StopAsync(cut.Token); }
+        catch (OperationCanceledException) when (cut.IsCancellationRequested) { }
     }
 
     /// <summary>Loads one engine per device, before the silo joins the cluster.</summary>

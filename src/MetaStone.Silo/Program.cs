@@ -4,7 +4,13 @@ using Microsoft.Extensions.Hosting;
 
 // The silo executable: settings from MetaStone__* / Orleans__* environment variables or --MetaStone:Key=value arguments.
 var configuration = new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(args).Build();
-var settings = SiloSettings.FromConfiguration(configuration);
+SiloSettings settings;
+try { settings = SiloSettings.FromConfiguration(configuration); }
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"metastone silo: cannot start: {e.Message}");
+    return 2;
+}
 IHost host;
 try
 {
@@ -23,6 +29,8 @@ catch (Exception e)
 }
 // Tests and scripts wait for this line: the models are loaded and the silo is active in the cluster.
 Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
-await host.WaitForShutdownAsync();
+// SIGTERM / SIGINT / docker stop: stop taking work, let in-flight candidates finish (grace), leave the cluster, exit 0.
+await MetaStoneSilo.RunUntilStoppedAsync(host);
 host.Dispose();
-return 0;
+Console.WriteLine($"metastone silo {settings.Name} stopped");
+return SiloExit.Code; // 0, or 3 when the membership table was lost (see MembershipWatchdog)

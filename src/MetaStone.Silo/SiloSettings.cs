@@ -44,9 +44,38 @@ public sealed class SiloSettings
     public double SimulatedPerSequenceMilliseconds { get; set; } = 0.5;
     /// <summary>Simulated engine: tokens generated per candidate.</summary>
     public int SimulatedTokens { get; set; } = 64;
+    /// <summary>On SIGTERM / SIGINT / <c>docker stop</c>: seconds the silo lets its in-flight candidates finish before it
+    /// leaves the cluster (anything still running is then regenerated elsewhere with the same seed).</summary>
+    public double ShutdownGraceSeconds { get; set; } = 30;
+    /// <summary>Admission control: jobs that may run in the cluster at once (the same on every silo); a submission
+    /// beyond it is refused with "cluster busy … submit it again later". 0 = unbounded.</summary>
+    public int MaxRunningJobs { get; set; } = MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs;
 
+    public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
+
+    /// <summary>Orleans keys honoured as fallbacks (environment <c>Orleans__Name</c>, …).</summary>
+    public static readonly string[] OrleansKeys =
+    [
+        "Orleans:Name", "Orleans:ClusterId", "Orleans:ServiceId",
+        "Orleans:Endpoints:SiloPort", "Orleans:Endpoints:GatewayPort", "Orleans:Endpoints:AdvertisedIPAddress",
+    ];
+
+    /// <summary>The settings of the <c>MetaStone</c> section: every public settable property.</summary>
+    public static IReadOnlyList<string> MetaStoneKeys { get; } = typeof(SiloSettings).GetProperties()
+        .Where(p => p.CanWrite && p.SetMethod!.IsPublic).Select(p => "MetaStone:" + p.Name).ToArray();
+
+    /// <summary>Every configuration key a silo binds (environment form: replace ':' with "__").</summary>
+    public static IReadOnlyList<string> BoundKeys { get; } = [.. OrleansKeys, .. MetaStoneKeys];
+
+    /// <summary>Binds the settings; an unknown <c>MetaStone</c> key (a typo such as <c>MetaStone__Device</c> for
+    /// <c>MetaStone__Devices</c>) is an <see cref="ArgumentException"/> instead of being silently ignored.</summary>
     public static SiloSettings FromConfiguration(IConfiguration configuration)
     {
+        var unknown = configuration.GetSection("MetaStone").GetChildren()
+            .Where(c => !MetaStoneKeys.Contains("MetaStone:" + c.Key, StringComparer.OrdinalIgnoreCase)).Select(c => c.Key).ToList();
+        if (unknown.Count > 0)
+            throw new ArgumentException($"unknown setting{(unknown.Count > 1 ? "s" : "")} {string.Join(", ", unknown.Select(k => "MetaStone__" + k))} " +
+                $"(valid: {string.Join(", ", MetaStoneKeys.Select(k => k.Replace(":", "__", StringComparison.Ordinal)))})");
         var settings = new SiloSettings();
         if (configuration["Orleans:Name"] is { Length: > 0 } name) settings.Name = name;
         if (configuration["Orleans:ClusterId"] is { Length: > 0 } cluster) settings.ClusterId = cluster;
@@ -73,5 +102,7 @@ public sealed class SiloSettings
         if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
         MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
+        if (MaxRunningJobs < 0) throw new ArgumentException($"max running jobs must be ≥ 0, 0 = unbounded (got {MaxRunningJobs})");
+        if (!(ShutdownGraceSeconds >= 0 && ShutdownGraceSeconds <= 3600)) throw new ArgumentException($"shutdown grace must be 0–3600 seconds (got {ShutdownGraceSeconds})");
     }
 }

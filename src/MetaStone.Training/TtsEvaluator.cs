@@ -20,7 +20,8 @@ public sealed record FamilyEval
     public required double MeanThinkingTokens { get; init; }
     public required double FinishedFraction { get; init; }
     /// <summary>
-    /// Share of problems where two or more candidates with different texts share the top score (within 1e-12) among all
+    /// Share of problems where two or more candidates with different texts share the top score (within the selection's tie
+    /// tolerance, 1e-6) among all
     /// of the problem's samples: there Best-of-N is decided by the tie-break (first index), not by the SPRM.
     /// </summary>
     public required double TiesAtTop { get; init; }
@@ -139,12 +140,15 @@ public static class TtsEvaluator
         };
     }
 
-    /// <summary>True when two candidates with different texts both score within 1e-12 of the best score.</summary>
+    /// <summary>
+    /// True when two candidates with different texts both score within <see cref="CandidateSelection.ScoreTieTolerance"/> of the
+    /// best score: there SPRM Best-of-N is decided by the tie-break (lowest index), not by the scores.
+    /// </summary>
     public static bool HasTieAtTop(IReadOnlyList<(double Score, string Text)> candidates)
     {
         if (candidates.Count < 2) return false;
         double top = candidates.Max(c => c.Score);
-        return candidates.Where(c => top - c.Score <= 1e-12).Select(c => c.Text).Distinct(StringComparer.Ordinal).Skip(1).Any();
+        return candidates.Where(c => top - c.Score <= CandidateSelection.ScoreTieTolerance).Select(c => c.Text).Distinct(StringComparer.Ordinal).Skip(1).Any();
     }
 
     /// <summary><paramref name="count"/> test-split problems alternating chain, search, chain, … (for sweeps over both families).</summary>

@@ -193,13 +193,18 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
     public async Task RedisDownAtStartIsAClearErrorForClientAndSilo()
     {
         string dead = $"127.0.0.1:{FreePorts.Next()}";
+        var clock = Stopwatch.StartNew();
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() => MetaStoneClient.ConnectAsync(new ClusterConnection(dead, "nobody", "nobody")));
         Assert.Contains($"cannot reach Redis at '{dead}'", error.Message);
+        // Issue 11 item 7: fast (was 16 s) and in our words (was the library's "use abortConnect=false" advice).
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(8), $"took {clock.Elapsed.TotalSeconds:0.0} s to report an unreachable Redis");
+        Assert.DoesNotContain("abortConnect", error.Message, StringComparison.OrdinalIgnoreCase);
 
         await using var silo = await SiloProcess.StartAsync("orphan", dead, "nobody", waitReady: false);
         await silo.WaitForExitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(2, silo.ExitCode);
         Assert.Contains("cannot reach Redis", silo.Output);
+        Assert.DoesNotContain("abortConnect", silo.Output, StringComparison.OrdinalIgnoreCase);
     }
 
     private static async Task WaitForFinishedAsync(MetaStoneClient client, string jobId, int finished)

@@ -27,7 +27,7 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
     /// <summary>Budget 16 starves most chains, 64 lets them finish: accuracy must rise with thinking compute.</summary>
     private static SweepRequest Request(int problems, int[] ks, int?[] budgets, int concurrency = 4) => new()
     {
-        Problems = TtsEvaluator.TestProblems(problems, seed: 11).Select(p => new SweepProblem(p.Prompt, p.Answer, p.Id)).ToList(),
+        Problems = TtsEvaluator.TestProblems(problems, seed: 11, MetaStone.Training.Tasks.TaskFamily.Chain).Select(p => new SweepProblem(p.Prompt, p.Answer, p.Id)).ToList(),
         Ks = ks,
         Budgets = budgets,
         SubsampleSeeds = 3,

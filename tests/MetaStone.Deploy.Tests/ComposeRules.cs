@@ -15,7 +15,7 @@ internal static class ComposeRules
     [
         "Orleans__ClusterId", "Orleans__ServiceId", "Orleans__Name", "Orleans__Endpoints__AdvertisedIPAddress",
         "Orleans__Endpoints__SiloPort", "Orleans__Endpoints__GatewayPort",
-        "MetaStone__Redis", "MetaStone__Model", "MetaStone__Device", "MetaStone__MaxBatch",
+        "MetaStone__Redis", "MetaStone__Model", "MetaStone__Devices", "MetaStone__MaxBatch",
     ];
 
     /// <summary>What a client needs to find the cluster.</summary>
@@ -132,16 +132,16 @@ internal static class ComposeRules
 
     private static void CheckDevice(ComposeService silo, Dictionary<string, string> gpuIds, Action<string> problem)
     {
-        var device = silo.Environment.GetValueOrDefault("MetaStone__Device");
+        var device = silo.Environment.GetValueOrDefault("MetaStone__Devices");
         var reservations = silo.DeviceReservations;
         if (!IsGpuSilo(silo))
         {
             if (reservations.Count > 0) problem($"{silo.Name}: a CPU silo must not reserve GPUs");
-            if (device != "cpu") problem($"{silo.Name}: a CPU silo must use MetaStone__Device=cpu, is '{device}'");
+            if (device != "cpu") problem($"{silo.Name}: a CPU silo must use MetaStone__Devices=cpu, is '{device}'");
             return;
         }
         // The reserved GPU is the only one visible inside the container, always index 0.
-        if (device != "cuda:0") problem($"{silo.Name}: MetaStone__Device must be cuda:0 (device_ids [\"N\"] is index 0 inside), is '{device}'");
+        if (device != "cuda:0") problem($"{silo.Name}: MetaStone__Devices must be cuda:0 (device_ids [\"N\"] is index 0 inside), is '{device}'");
         if (reservations.Count != 1)
         {
             problem($"{silo.Name}: must have exactly one device reservation, has {reservations.Count}");

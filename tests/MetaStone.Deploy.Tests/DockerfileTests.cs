@@ -125,7 +125,7 @@ public sealed class DockerfileTests
         // Orleans__Name and AdvertisedIPAddress have no sensible image default: compose sets them per silo.
         foreach (var key in ComposeRules.SiloContractKeys.Except(["Orleans__Name", "Orleans__Endpoints__AdvertisedIPAddress"]))
             Assert.Matches(new Regex($@"(^|\s){Regex.Escape(key)}=\S+"), env);
-        Assert.Contains($"MetaStone__Device={device}", env, StringComparison.Ordinal);
+        Assert.Contains($"MetaStone__Devices={device}", env, StringComparison.Ordinal);
         Assert.Contains("MetaStone__Model=/models/", env, StringComparison.Ordinal);
 
         var health = final.All("HEALTHCHECK").Single();

@@ -120,6 +120,30 @@ public sealed class SelectionTests
         Assert.Equal(0, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
     }
 
+    /// <summary>Issue 11 item 9: float noise (1e-15, or fp32 rounding from a different batch) must not pick the winner:
+    /// scores within <see cref="CandidateSelection.ScoreTieTolerance"/> of the top tie, and the lowest index wins.</summary>
+    [Fact]
+    public void BestOfNTiesWithinTheToleranceGoToTheLowestIndex()
+    {
+        ScoredCandidate[] noise = [new(0, 0.3, "1"), new(1, 0.7, "2"), new(2, 0.7 + 1e-15, "3"), new(3, 0.7 + 4e-7, "4")];
+        Assert.Equal(1, CandidateSelection.SelectWinner(noise));
+        // Beyond the tolerance a higher score still wins.
+        ScoredCandidate[] real = [new(0, 0.7, "1"), new(1, 0.7 + 2e-6, "2")];
+        Assert.Equal(1, CandidateSelection.SelectWinner(real));
+        // The tie set is measured from the maximum, so the result does not depend on the order of comparisons.
+        ScoredCandidate[] chain = [new(0, 0.7, "1"), new(1, 0.7 + 0.8e-6, "2"), new(2, 0.7 + 1.6e-6, "3")];
+        Assert.Equal(1, CandidateSelection.SelectWinner(chain));
+    }
+
+    [Fact]
+    public void VoteTiesWithinTheToleranceGoToTheEarliestAnswerAndItsLowestIndex()
+    {
+        // Weighted: 0.6 vs 0.6 + 1e-12 is a tie → answer "7" (first seen); within "7", 0.3 vs 0.3 + 1e-15 → index 0.
+        ScoredCandidate[] c = [new(0, 0.3, "7"), new(1, 0.6 + 1e-12, "8"), new(2, 0.3 + 1e-15, "7")];
+        Assert.Equal(0, CandidateSelection.SelectWinner(c, SelectionMethod.SprmWeightedVote));
+        Assert.Equal(0, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
+    }
+
     [Fact]
     public void VotesWithoutAnswersFallBackToBestOfN()
     {

@@ -63,7 +63,7 @@ public sealed class ShippedModelTests
             Seeds = Enumerable.Range(0, 8).Select(i => 500L + i).ToArray(),
             Sampling = new SamplingOptions { MaxNewTokens = 220 },
         });
-        var described = trajectories.Select(model.Describe).ToList();
+        var described = trajectories.Select(t => model.Describe(t)).ToList();
         var correct = described.Select(d => AnswerGrader.IsCorrect(d.Text, problem.Answer)).ToList();
         string table = string.Join("\n", described.Select((d, i) => $"{i}: score {d.Score:F4} correct {correct[i]} answer {d.Answer}"));
         Assert.True(correct.Any(c => c) && correct.Any(c => !c), "the fixed problem is no longer mixed:\n" + table);
@@ -100,7 +100,7 @@ public sealed class ShippedModelTests
         });
         Assert.Equal(2, trajectories.Count);
         Assert.All(trajectories, t => Assert.NotEmpty(t.ResponseIds));
-        Assert.All(trajectories.Select(model.Describe), d => Assert.InRange(d.Score, 0.0, 1.0));
+        Assert.All(trajectories.Select(t => model.Describe(t)), d => Assert.InRange(d.Score, 0.0, 1.0));
     }
 
     /// <summary>The README's example question (also a test-split problem): the policy solves it on some samples, not all.</summary>

@@ -11,12 +11,12 @@ public sealed class ClusterCliOptions
 
     public Option<string?> Cluster { get; } = new("--cluster")
     {
-        Description = $"Redis of the cluster (host:port); default ${ClusterEnvironmentVariable}.",
+        Description = $"Redis of the cluster (host:port); default ${ClusterEnvironmentVariable}, then $MetaStone__Redis.",
         HelpName = "host:port",
     };
     public Option<string> ClusterId { get; } = new("--cluster-id")
     {
-        Description = "Orleans ClusterId (and ServiceId) of the cluster.",
+        Description = "Orleans ClusterId (and ServiceId) of the cluster; default $Orleans__ClusterId / $Orleans__ServiceId, else metastone.",
         DefaultValueFactory = _ => "metastone",
     };
 
@@ -26,13 +26,30 @@ public sealed class ClusterCliOptions
         command.Add(ClusterId);
     }
 
+    /// <summary>The silos' own keys, so the client image and compose service (which set them like the silos do) find
+    /// the cluster: Redis fallback after <see cref="ClusterEnvironmentVariable"/>, cluster and service id fallbacks
+    /// when <c>--cluster-id</c> is not given.</summary>
+    public const string RedisEnvironmentVariable = "MetaStone__Redis", ClusterIdEnvironmentVariable = "Orleans__ClusterId",
+        ServiceIdEnvironmentVariable = "Orleans__ServiceId";
+
+    /// <summary>Every environment variable the cluster verbs read.</summary>
+    public static readonly string[] EnvironmentVariables =
+        [ClusterEnvironmentVariable, RedisEnvironmentVariable, ClusterIdEnvironmentVariable, ServiceIdEnvironmentVariable];
+
     /// <summary>The named cluster, or null when none is given (ask then runs an embedded silo).</summary>
     public ClusterConnection? Connection(ParseResult parse)
     {
-        string? redis = parse.GetValue(Cluster) ?? Environment.GetEnvironmentVariable(ClusterEnvironmentVariable);
+        static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+        string? redis = parse.GetValue(Cluster) ?? Env(ClusterEnvironmentVariable) ?? Env(RedisEnvironmentVariable);
         if (string.IsNullOrWhiteSpace(redis)) return null;
-        string id = parse.GetValue(ClusterId)!;
-        return new ClusterConnection(redis, id, id);
+        var given = parse.GetResult(ClusterId);
+        if (given is not null && !given.Implicit)
+        {
+            string id = parse.GetValue(ClusterId)!;
+            return new ClusterConnection(redis, id, id);
+        }
+        string cluster = Env(ClusterIdEnvironmentVariable) ?? parse.GetValue(ClusterId)!;
+        return new ClusterConnection(redis, cluster, Env(ServiceIdEnvironmentVariable) ?? cluster);
     }
 
     public ClusterConnection RequiredConnection(ParseResult parse) =>

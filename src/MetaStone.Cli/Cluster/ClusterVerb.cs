@@ -13,12 +13,16 @@ public static class ClusterVerb
     {
         try { return await body(); }
         catch (ArgumentException e) { return Fail(e.Message, 2); }
+        catch (ClusterBusyException e) { return Fail(e.Message, BusyExitCode); }
         catch (KeyNotFoundException e) { return Fail(e.Message, 1); }
         catch (OperationCanceledException e) { return Fail(e.Message, 130); }
         catch (InvalidOperationException e) { return Fail(e.Message, 1); }
         catch (DirectoryNotFoundException e) { return Fail(e.Message, 2); }
         catch (Exception e) when (MetaStoneClient.IsTransient(e)) { return Fail($"the cluster did not answer: {e.Message}", 1); }
     }
+
+    /// <summary>Exit code of a submission refused by admission control: sysexits' EX_TEMPFAIL, "try again later".</summary>
+    public const int BusyExitCode = 75;
 
     private static int Fail(string message, int code)
     {

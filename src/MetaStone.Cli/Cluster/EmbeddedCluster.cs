@@ -37,6 +37,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
         {
             Name = "embedded", Model = dir, Devices = device, ClusterId = "embedded-" + Environment.ProcessId, MaxBatch = maxBatch,
             SweepDirectory = sweepDirectory,
+            ShutdownGraceSeconds = 0, // one process: no other silo to hand work to, stop at once
             SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
         }, logging => { }, cancellationToken);
         return new EmbeddedCluster(silo, MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>()), dir);

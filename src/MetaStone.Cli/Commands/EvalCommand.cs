@@ -43,7 +43,10 @@ public sealed class EvalCommand : ICliVerb
                 ? TaskJsonl.ReadFile(file).Where(e => only is null || TaskSuite.FamilyOfPrompt(e.Prompt) == only).Take(n).ToList()
                 : TtsEvaluator.TestProblems(n, family: only);
             if (items.Count == 0) { Console.Error.WriteLine("error: no problems to evaluate (check --dataset and --family)"); return 2; }
-            using var reflective = ReflectiveModel.Load(dir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 512 });
+            ReflectiveModel loaded;
+            try { loaded = ReflectiveModel.Load(dir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = 512 }); }
+            catch (ModelLoadException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
+            using var reflective = loaded;
             var bar = new ProgressLine();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var report = await TtsEvaluator.EvaluateAsync(reflective, items, kList, parseResult.GetValue(seed),

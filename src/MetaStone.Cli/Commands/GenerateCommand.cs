@@ -170,7 +170,7 @@ public sealed class GenerateCommand : ICliVerb
         }
         catch (Exception e) when (IsModelDirectoryProblem(e))
         {
-            throw new GenerateUsageException($"cannot load the model in {directory}: {e.Message}");
+            throw new GenerateUsageException(e is ModelLoadException ? e.Message : $"cannot load the model in {directory}: {e.Message}");
         }
         using (reflective)
         {

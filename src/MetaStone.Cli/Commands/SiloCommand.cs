@@ -22,9 +22,10 @@ public sealed class SiloCommand : ICliVerb
         var maxBatch = new Option<int>("--max-batch") { Description = "Sequences decoded together per device.", DefaultValueFactory = _ => 32 };
         var threads = new Option<int>("--threads") { Description = "Torch compute threads (0 = default).", DefaultValueFactory = _ => 0 };
         var engine = new Option<string>("--engine") { Description = "model | simulated | instant (benchmarks only).", DefaultValueFactory = _ => "model" };
+        var grace = new Option<double>("--shutdown-grace") { Description = "Seconds a stopping silo (SIGTERM, Ctrl+C) lets in-flight candidates finish before leaving the cluster.", DefaultValueFactory = _ => 30 };
         var command = new Command("silo", "Run a MetaStone silo: load the model on each device, then join the cluster and serve candidates.")
         {
-            redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine,
+            redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine, grace,
         };
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(async () =>
         {
@@ -41,14 +42,15 @@ public sealed class SiloCommand : ICliVerb
                 MaxBatch = parse.GetValue(maxBatch),
                 ComputeThreads = parse.GetValue(threads),
                 Engine = parse.GetValue(engine)!,
+                ShutdownGraceSeconds = parse.GetValue(grace),
             };
             if (parse.GetValue(name) is { } n) settings.Name = n;
             using var host = await MetaStoneSilo.StartAsync(settings, cancellationToken: cancellationToken);
             Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
-            try { await Task.Delay(Timeout.Infinite, cancellationToken); }
-            catch (OperationCanceledException) { }
-            await host.StopAsync(TimeSpan.FromSeconds(10));
-            return 0;
+            // SIGTERM / SIGINT (Ctrl+C) / docker stop: drain within the grace period, leave the cluster, exit 0.
+            await MetaStoneSilo.RunUntilStoppedAsync(host, cancellationToken);
+            Console.WriteLine($"metastone silo {settings.Name} stopped");
+            return SiloExit.Code; // 0, or 3 when the membership table was lost (MembershipWatchdog)
         }));
         return command;
     }

@@ -191,7 +191,7 @@ public static class ComposeGenerator
         w.Line("MetaStone__Redis: ${METASTONE_REDIS:-redis:6379}", 3);
         w.Line("MetaStone__Model: /models/metastone", 3);
         // device_ids: ["N"] shows up as the only GPU, index 0, inside the container: always cuda:0.
-        w.Line($"MetaStone__Device: {(spec.Cpu ? "cpu" : "cuda:0")}", 3);
+        w.Line($"MetaStone__Devices: {(spec.Cpu ? "cpu" : "cuda:0")}", 3);
         w.Line($"MetaStone__MaxBatch: ${{METASTONE_MAX_BATCH:-{(spec.Cpu ? 32 : 64)}}}", 3);
         w.Line("volumes:", 2);
         // Long syntax: a missing model directory is an error at start-up instead of an empty root-owned folder.

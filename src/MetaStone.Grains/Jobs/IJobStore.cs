@@ -2,6 +2,8 @@ using MetaStone.Contracts;
 
 namespace MetaStone.Grains.Jobs;
 
+public enum CreateOutcome { Created, Exists, Busy }
+
 /// <summary>A job as stored: the accepted request, the candidates finished so far, and the outcome once it ended.</summary>
 public sealed record StoredJob
 {
@@ -23,8 +25,14 @@ public sealed record StoredJob
 /// </summary>
 public interface IJobStore
 {
-    /// <summary>Records an accepted job; false when a job with this id already exists (submit is idempotent).</summary>
-    Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt);
+    /// <summary>
+    /// Records an accepted job, atomically with the admission check: with <paramref name="maxRunning"/> &gt; 0 and that
+    /// many jobs running, nothing is stored, the rejection is counted and the answer is <see cref="CreateOutcome.Busy"/>.
+    /// <see cref="CreateOutcome.Exists"/> when a job with this id already exists (submit is idempotent).
+    /// </summary>
+    Task<CreateOutcome> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt, int maxRunning = 0);
+    /// <summary>Submissions refused because the cluster was at its running-job limit, since the store began.</summary>
+    Task<long> RejectedBusyAsync();
     Task<StoredJob?> LoadAsync(string jobId);
     /// <summary>Counts one more coordinator run and returns the new count.</summary>
     Task<int> StartRunAsync(string jobId);

@@ -9,12 +9,28 @@ public sealed class InMemoryJobStore : IJobStore
     private readonly ConcurrentDictionary<string, StoredJob> _jobs = new();
     private readonly object _gate = new();
 
-    public Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt) =>
-        Task.FromResult(_jobs.TryAdd(jobId, new StoredJob
+    private readonly object _admission = new();
+    private long _rejectedBusy;
+
+    public Task<CreateOutcome> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt, int maxRunning = 0)
+    {
+        lock (_admission)
         {
-            JobId = jobId, Request = request, K = k, State = JobState.Running, CreatedAt = createdAt,
-            Candidates = new Dictionary<int, CandidateResult>(),
-        }));
+            if (_jobs.ContainsKey(jobId)) return Task.FromResult(CreateOutcome.Exists);
+            if (maxRunning > 0 && _jobs.Values.Count(j => j.State == JobState.Running) >= maxRunning)
+            {
+                Interlocked.Increment(ref _rejectedBusy);
+                return Task.FromResult(CreateOutcome.Busy);
+            }
+            return Task.FromResult(_jobs.TryAdd(jobId, new StoredJob
+            {
+                JobId = jobId, Request = request, K = k, State = JobState.Running, CreatedAt = createdAt,
+                Candidates = new Dictionary<int, CandidateResult>(),
+            }) ? CreateOutcome.Created : CreateOutcome.Exists);
+        }
+    }
+
+    public Task<long> RejectedBusyAsync() => Task.FromResult(Interlocked.Read(ref _rejectedBusy));
 
     public Task<StoredJob?> LoadAsync(string jobId) => Task.FromResult(_jobs.TryGetValue(jobId, out var job) ? job : null);
 

@@ -11,7 +11,8 @@ namespace MetaStone.Grains.Jobs;
 /// <item><c>job:{id}:candidates</c> hash: candidate index → candidate result JSON, written as each candidate finishes</item>
 /// <item><c>job:{id}:lease</c> string with a TTL: the silo whose coordinator runs the job; gone = nobody does</item>
 /// <item><c>jobs:running</c> set of job ids accepted and not yet ended (what the recovery sweep scans)</item>
-/// <item><c>stats</c> hash: <c>candidatesGenerated</c>, engine generations recorded by replicas</item>
+/// <item><c>stats</c> hash: <c>candidatesGenerated</c>, engine generations recorded by replicas; <c>rejectedBusy</c>,
+/// submissions refused at the running-job limit</item>
 /// </list>
 /// Ended jobs expire after the retention period (default 7 days); running jobs never expire.
 /// </summary>
@@ -27,20 +28,32 @@ public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId
     public string StatsKey => $"{_prefix}stats";
     public TimeSpan Retention => retention;
 
-    public async Task<bool> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt)
+    // One script, so the admission check, the job record and its entry in jobs:running are atomic: the limit
+    // cannot be overshot by concurrent submits on several silos, and a refused job leaves nothing behind.
+    private const string CreateScript = """
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+        local limit = tonumber(ARGV[1])
+        if limit > 0 and redis.call('SCARD', KEYS[2]) >= limit then
+          redis.call('HINCRBY', KEYS[3], 'rejectedBusy', 1)
+          return 2
+        end
+        redis.call('HSET', KEYS[1], 'request', ARGV[2], 'k', ARGV[3], 'state', ARGV[4], 'createdAt', ARGV[5], 'runs', 0)
+        redis.call('SADD', KEYS[2], ARGV[6])
+        return 1
+        """;
+
+    public async Task<CreateOutcome> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt, int maxRunning = 0)
     {
-        var tx = Db.CreateTransaction();
-        tx.AddCondition(Condition.KeyNotExists(JobKey(jobId)));
-        _ = tx.HashSetAsync(JobKey(jobId),
-        [
-            new("request", JobJson.Write(request)),
-            new("k", k),
-            new("state", JobState.Running.ToString()),
-            new("createdAt", createdAt.ToUnixTimeMilliseconds()),
-            new("runs", 0),
-        ]);
-        _ = tx.SetAddAsync(RunningKey, jobId);
-        return await tx.ExecuteAsync();
+        var answer = (int)await Db.ScriptEvaluateAsync(CreateScript,
+            [JobKey(jobId), RunningKey, StatsKey],
+            [maxRunning, JobJson.Write(request), k, JobState.Running.ToString(), createdAt.ToUnixTimeMilliseconds(), jobId]);
+        return answer switch { 1 => CreateOutcome.Created, 2 => CreateOutcome.Busy, _ => CreateOutcome.Exists };
+    }
+
+    public async Task<long> RejectedBusyAsync()
+    {
+        var value = await Db.HashGetAsync(StatsKey, "rejectedBusy");
+        return value.IsNullOrEmpty ? 0 : (long)value;
     }
 
     public async Task<StoredJob?> LoadAsync(string jobId)

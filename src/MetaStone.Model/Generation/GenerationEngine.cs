@@ -22,6 +22,16 @@ public sealed record EngineOptions
     public bool SharePrefix { get; init; } = true;
     /// <summary>Thread name (one engine per device).</summary>
     public string Name { get; init; } = "metastone-engine";
+    /// <summary>
+    /// Tries per candidate when an engine step fails. A failed prefill or decode step involves exactly the sequences
+    /// it computed: they restart from their prompt with the same seed (same trajectory), queued sequences are not
+    /// touched, other requests never see the error. From its second restart a candidate runs alone, so a fault that
+    /// follows one sequence ends up failing only that sequence when its tries run out.
+    /// </summary>
+    public int MaxAttempts { get; init; } = 3;
+    /// <summary>Test hook: called on the engine thread before each batched decode with the seeds of its rows; an
+    /// exception thrown here is handled exactly like a native error in that step.</summary>
+    internal Action<IReadOnlyList<long>>? FaultInjection { get; init; }
 }
 
 /// <summary>
@@ -48,13 +58,14 @@ public sealed class GenerationEngine : IDisposable
     // Engine-thread state.
     private readonly List<PendingCandidate> _pending = [];
     private readonly List<Sequence> _active = [];
+    private readonly List<(PendingCandidate Candidate, int Slot)> _admitting = []; // taken from the queue, not yet active
     private readonly Stack<int> _freeSlots;
     private readonly Dictionary<PromptKey, SharedPrefix> _prefixes = [];
     private Tensor? _logits;   // [active, V] fp32, row i belongs to _active[i]
     private Tensor? _features; // [active, H] model dtype, hidden_states[-2] at each row's last position
 
     // Counters (written by the engine thread, read by anyone).
-    private long _generated, _prefillComputed, _prefillReused, _decodeSteps, _stepsScored;
+    private long _generated, _prefillComputed, _prefillReused, _decodeSteps, _stepsScored, _failedSteps, _restarted, _failedCandidates;
     private int _activeCount, _queuedCount;
     private double _tokensPerSecond;
     private long _rateWindowTokens;
@@ -67,6 +78,7 @@ public sealed class GenerationEngine : IDisposable
         int maxLength = Math.Min(options.MaxSequenceLength, model.MaxPositions);
         _options = options with { MaxSequenceLength = maxLength };
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatch, "MaxBatch must be ≥ 1");
+        if (options.MaxAttempts < 1) throw new ArgumentOutOfRangeException(nameof(options), options.MaxAttempts, "MaxAttempts must be ≥ 1");
         _cache = new KvCache(model.Config, options.MaxBatch, maxLength, model.Device, model.Dtype);
         _history = zeros([options.MaxBatch, maxLength], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
         _freeSlots = new Stack<int>(Enumerable.Range(0, options.MaxBatch).Reverse());
@@ -90,6 +102,9 @@ public sealed class GenerationEngine : IDisposable
         PrefillTokensReused = Interlocked.Read(ref _prefillReused),
         DecodeSteps = Interlocked.Read(ref _decodeSteps),
         StepsScored = Interlocked.Read(ref _stepsScored),
+        FailedSteps = Interlocked.Read(ref _failedSteps),
+        RestartedCandidates = Interlocked.Read(ref _restarted),
+        FailedCandidates = Interlocked.Read(ref _failedCandidates),
         TokensPerSecond = Volatile.Read(ref _tokensPerSecond),
     };
 
@@ -205,7 +220,9 @@ public sealed class GenerationEngine : IDisposable
                 }
                 catch (Exception e)
                 {
-                    FailEverything(e);
+                    // One failed step involves the sequences it was computing, never the queue or other work.
+                    try { RecoverFromFailedStep(e); }
+                    catch (Exception fatal) { FailEverything(new AggregateException(e, fatal)); }
                 }
             }
         }
@@ -240,8 +257,17 @@ public sealed class GenerationEngine : IDisposable
     private void Admit()
     {
         if (_pending.Count == 0 || _freeSlots.Count == 0) return;
-        var admitted = new List<(PendingCandidate Candidate, int Slot)>();
-        int take = Math.Min(_pending.Count, _freeSlots.Count);
+        // A candidate on its second restart or later runs alone (nothing joins it, it joins nothing).
+        if (_active.Any(s => s.Solo)) return;
+        bool solo = _pending[0].Attempts >= 2;
+        if (solo && _active.Count > 0) return;
+        var admitted = _admitting;
+        int take = solo ? 1 : Math.Min(_pending.Count, _freeSlots.Count);
+        if (!solo)
+        {
+            int firstSolo = _pending.FindIndex(p => p.Attempts >= 2);
+            if (firstSolo >= 0) take = Math.Min(take, firstSolo);
+        }
         for (int i = 0; i < take; i++) admitted.Add((_pending[i], _freeSlots.Pop()));
         _pending.RemoveRange(0, take);
         Interlocked.Add(ref _queuedCount, -take);
@@ -263,7 +289,7 @@ public sealed class GenerationEngine : IDisposable
                 var output = _model.Prefill(ids, _cache, slot, 0);
                 Interlocked.Add(ref _prefillComputed, promptLength);
                 // History row: the prompt, then its first token repeated (a token that is in the sequence anyway).
-                var history = full(_options.MaxSequenceLength, (long)key.Ids[0], dtype: ScalarType.Int64, device: _model.Device);
+                var history = TorchScalars.Full(_options.MaxSequenceLength, key.Ids[0], ScalarType.Int64, _model.Device);
                 history.narrow(0, 0, promptLength).copy_(ids.squeeze(0));
                 prefix = new SharedPrefix(key, output.Logits.squeeze(0).DetachFromDisposeScope(),
                     output.SprmFeatures.squeeze(0).DetachFromDisposeScope(), history.DetachFromDisposeScope());
@@ -288,6 +314,7 @@ public sealed class GenerationEngine : IDisposable
         var logits = cat(newLogits, 0);
         var features = cat(newFeatures, 0);
         ReplaceRows(_logits is null ? logits : cat([_logits, logits], 0), _features is null ? features : cat([_features, features], 0));
+        admitted.Clear();
     }
 
     private void Activate(PendingCandidate candidate, int slot, SharedPrefix prefix)
@@ -299,7 +326,11 @@ public sealed class GenerationEngine : IDisposable
         tracker.BeginResponse();
         prefix.Slots.Add(slot);
         var sequence = new Sequence(candidate.Request, candidate.Index, slot, prefix, tracker,
-            new Random(unchecked((int)(request.Seeds[candidate.Index] ^ (request.Seeds[candidate.Index] >> 32)))));
+            new Random(unchecked((int)(request.Seeds[candidate.Index] ^ (request.Seeds[candidate.Index] >> 32)))))
+        {
+            Attempts = candidate.Attempts,
+            Solo = candidate.Attempts >= 2,
+        };
         if (request.Sampling.ThinkingBudget == 0 && _thinkEndId is int te && tracker.InsideThinking)
         {
             sequence.ForcedNext = te;
@@ -378,6 +409,7 @@ public sealed class GenerationEngine : IDisposable
         _active.AddRange(running);
         if (running.Count == 0) { ReplaceRows(null, null); return; }
 
+        _options.FaultInjection?.Invoke(running.Select(s => s.Request.Request.Seeds[s.LocalIndex]).ToList());
         var inputIds = tensor(running.Select(s => (long)s.Response[^1]).ToArray(), device: _model.Device);
         var slots = running.Select(s => (long)s.Slot).ToArray();
         var positions = running.Select(s => (long)(s.Position - 1)).ToArray();
@@ -463,10 +495,59 @@ public sealed class GenerationEngine : IDisposable
         if (oldFeatures is not null && !ReferenceEquals(oldFeatures, _features)) oldFeatures.Dispose();
     }
 
+    /// <summary>
+    /// A prefill or decode step threw. The sequences it involved (every active row, and candidates being admitted)
+    /// have partial state in the cache and logits, so they restart from their prompt with the same seed (the same
+    /// trajectory: a candidate depends only on its seed); a candidate out of tries fails, and with it only its own
+    /// request. Queued candidates keep their place; the engine goes on.
+    /// </summary>
+    private void RecoverFromFailedStep(Exception error)
+    {
+        Interlocked.Increment(ref _failedSteps);
+        var involved = _active.Select(s => new PendingCandidate(s.Request, s.LocalIndex, s.Attempts))
+            .Concat(_admitting.Select(a => a.Candidate) // an admission that threw may have activated some already
+                .Where(c => !_active.Any(s => s.Request == c.Request && s.LocalIndex == c.Index))).ToList();
+        foreach (var prefix in _prefixes.Values.Concat(_active.Select(a => a.Prefix)).Distinct()) prefix.Dispose();
+        _prefixes.Clear();
+        _active.Clear();
+        _admitting.Clear();
+        Volatile.Write(ref _activeCount, 0);
+        _freeSlots.Clear();
+        for (int slot = _options.MaxBatch - 1; slot >= 0; slot--) _freeSlots.Push(slot);
+        ReplaceRows(null, null);
+
+        var retry = new List<PendingCandidate>();
+        foreach (var c in involved)
+        {
+            if (c.Request.Cancelled) { c.Request.Finish(c.Index, null); continue; }
+            if (c.Attempts + 1 >= _options.MaxAttempts)
+            {
+                Interlocked.Increment(ref _failedCandidates);
+                c.Request.FailCandidate(new InvalidOperationException(
+                    $"candidate {c.Request.Request.FirstCandidateIndex + c.Index} failed in {_options.MaxAttempts} engine attempt(s): {FirstLine(error.Message)}", error));
+                continue;
+            }
+            Interlocked.Increment(ref _restarted);
+            c.Request.Emit(new CandidateUpdate(CandidateUpdateKind.Restarted, c.Request.Request.FirstCandidateIndex + c.Index));
+            retry.Add(c with { Attempts = c.Attempts + 1 });
+        }
+        // Retried candidates go first: they were admitted before anything still queued.
+        _pending.InsertRange(0, retry);
+        Interlocked.Add(ref _queuedCount, retry.Count);
+    }
+
+    private static string FirstLine(string message)
+    {
+        int newline = message.IndexOf('\n');
+        return (newline < 0 ? message : message[..newline]).Trim();
+    }
+
     private void FailEverything(Exception error)
     {
         foreach (var s in _active) s.Request.Fail(error);
         foreach (var p in _pending) p.Request.Fail(error);
+        foreach (var a in _admitting) a.Candidate.Request.Fail(error);
+        _admitting.Clear();
         foreach (var prefix in _prefixes.Values.Concat(_active.Select(a => a.Prefix)).Distinct()) prefix.Dispose();
         _active.Clear();
         _pending.Clear();
@@ -491,7 +572,7 @@ public sealed class GenerationEngine : IDisposable
 
     // ---------------------------------------------------------------- bookkeeping types
 
-    private readonly record struct PendingCandidate(RequestState Request, int Index);
+    private readonly record struct PendingCandidate(RequestState Request, int Index, int Attempts = 0);
 
     /// <summary>Prompt identity for prefix sharing (content equality, cached hash).</summary>
     private sealed class PromptKey(IReadOnlyList<int> ids) : IEquatable<PromptKey>
@@ -537,6 +618,10 @@ public sealed class GenerationEngine : IDisposable
         public int AnswerTokens { get; set; }
         public int? ForcedNext { get; set; }
         public bool ThinkingForced { get; set; }
+        /// <summary>Earlier tries that ended in a failed step.</summary>
+        public int Attempts { get; init; }
+        /// <summary>Runs alone (second restart or later).</summary>
+        public bool Solo { get; init; }
     }
 
     private sealed class RequestState(GenerationRequest request, ChannelWriter<CandidateUpdate>? updates)
@@ -559,6 +644,14 @@ public sealed class GenerationEngine : IDisposable
             updates?.TryComplete();
             if (Cancelled || _results.Any(r => r is null)) Completion.TrySetCanceled();
             else Completion.TrySetResult(_results!);
+        }
+
+        /// <summary>One candidate failed for good: the request fails (its other candidates are dropped like a
+        /// cancellation), nothing else is affected.</summary>
+        public void FailCandidate(Exception error)
+        {
+            Fail(error);
+            Cancelled = true;
         }
 
         public void Fail(Exception error)

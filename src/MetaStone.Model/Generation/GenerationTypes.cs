@@ -90,7 +90,10 @@ public sealed record Trajectory
         TrajectoryScore.Aggregate(Steps.Select(s => s.Score).ToList(), how);
 }
 
-public enum CandidateUpdateKind { Started, Token, Step, Finished }
+/// <summary>What a <see cref="CandidateUpdate"/> reports. <see cref="Restarted"/>: an engine step that held the
+/// candidate failed and the candidate starts again from its prompt with the same seed; a watcher drops the
+/// tokens and steps it had received for it.</summary>
+public enum CandidateUpdateKind { Started, Token, Step, Finished, Restarted }
 
 /// <summary>Progress of one candidate, as streamed to a watcher.</summary>
 public sealed record CandidateUpdate(CandidateUpdateKind Kind, int CandidateIndex, int? TokenId = null, StepScore? Step = null, Trajectory? Result = null);
@@ -106,6 +109,13 @@ public sealed record EngineStats
     public long PrefillTokensReused { get; init; }
     public long DecodeSteps { get; init; }
     public long StepsScored { get; init; }
+    /// <summary>Engine steps (prefill or decode) that threw; their sequences were restarted or, past
+    /// <see cref="EngineOptions.MaxAttempts"/>, failed alone.</summary>
+    public long FailedSteps { get; init; }
+    /// <summary>Candidates restarted after a failed step.</summary>
+    public long RestartedCandidates { get; init; }
+    /// <summary>Candidates failed by an engine error (after their attempts ran out).</summary>
+    public long FailedCandidates { get; init; }
     /// <summary>Generated tokens per second over the last few seconds of work.</summary>
     public double TokensPerSecond { get; init; }
 }

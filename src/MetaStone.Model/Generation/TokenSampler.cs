@@ -32,7 +32,7 @@ internal static class TokenSampler
         {
             var penalty = tensor(rows.Select(r => (float)r.RepetitionPenalty).ToArray(), device: device).unsqueeze(1);
             var seen = logits.gather(1, history);
-            var penalised = where(seen > 0, seen / penalty, seen * penalty);
+            var penalised = where(seen.Positive(), seen / penalty, seen * penalty);
             // Duplicate ids in a row scatter the same value, so repeats are penalised once, as in HF.
             logits = logits.scatter(1, history, penalised);
         }
@@ -63,7 +63,7 @@ internal static class TokenSampler
             if (pool < v)
             {
                 // The pool is exact for a row when it already holds top-p of the mass (or top-k fits in it).
-                var covered = (values.sum(-1, keepdim: true) >= topP) | (topK < pool);
+                var covered = (values.sum(-1, keepdim: true) >= topP) | topK.LessThan(pool);
                 if (!covered.all().item<bool>())
                     (values, indices) = probs.sort(dim: -1, descending: true);
             }
@@ -71,7 +71,7 @@ internal static class TokenSampler
             var rank = arange(width, device: device).unsqueeze(0);
             var cumulative = values.cumsum(-1);
             // Keep a token while the mass before it is below top-p (so the first token always stays).
-            var keep = ((cumulative - values) < topP) & (rank < topK);
+            var keep = (cumulative.sub(values) < topP) & (rank < topK);
             var kept = values * keep;
             var choice = InverseCdf(kept, uniform);
             sampled = indices.gather(1, choice.unsqueeze(1)).squeeze(1);
@@ -92,7 +92,7 @@ internal static class TokenSampler
         var target = uniform * cdf.narrow(1, cdf.shape[1] - 1, 1);
         var index = searchsorted(cdf.contiguous(), target.contiguous(), right: true).squeeze(1);
         // u·total can equal total through rounding; trailing zero-weight entries must never be picked.
-        var lastPositive = (weights > 0).to_type(ScalarType.Int64).cumsum(-1).argmax(-1);
+        var lastPositive = weights.Positive().to_type(ScalarType.Int64).cumsum(-1).argmax(-1);
         return minimum(index, lastPositive);
     }
 }

@@ -22,9 +22,13 @@ internal sealed class HuggingFaceSplitPreTokenizer : PreTokenizer
     private readonly Regex? _addedTokensRegex;
     private readonly Regex[] _splitRegexes;
 
+    /// <summary>Longest one Split-regex match may take: a catastrophic pattern from a tokenizer.json (e.g. <c>(a+)+b</c>)
+    /// otherwise hangs generation instead of failing.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
     public HuggingFaceSplitPreTokenizer(IEnumerable<string> splitPatterns, IEnumerable<string> addedTokens)
     {
-        _splitRegexes = splitPatterns.Select(p => new Regex(p, RegexOptions.Compiled | RegexOptions.CultureInvariant)).ToArray();
+        _splitRegexes = splitPatterns.Select(p => new Regex(p, RegexOptions.Compiled | RegexOptions.CultureInvariant, MatchTimeout)).ToArray();
         var tokens = addedTokens.Where(t => t.Length > 0).Distinct(StringComparer.Ordinal)
             .OrderByDescending(t => t.Length).ThenBy(t => t, StringComparer.Ordinal).ToArray();
         if (tokens.Length > 0)
@@ -38,6 +42,16 @@ internal sealed class HuggingFaceSplitPreTokenizer : PreTokenizer
         text.IsEmpty ? [] : Split(text.ToString());
 
     private List<(int Offset, int Length)> Split(string text)
+    {
+        try { return SplitUnchecked(text); }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new ArgumentException($"the tokenizer's Split pattern '{e.Pattern}' took longer than {MatchTimeout.TotalSeconds:0} s on a text of {text.Length} characters " +
+                "(catastrophic backtracking in tokenizer.json's pre_tokenizer): fix the pattern", e);
+        }
+    }
+
+    private List<(int Offset, int Length)> SplitUnchecked(string text)
     {
         var pieces = new List<(int Offset, int Length)>();
         int segmentStart = 0;

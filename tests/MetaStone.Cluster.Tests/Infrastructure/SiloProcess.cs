@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace MetaStone.Cluster.Tests.Infrastructure;
 
@@ -32,10 +33,32 @@ public sealed class SiloProcess : IAsyncDisposable
         return dll;
     }
 
-    /// <summary>Starts a silo; with <paramref name="waitReady"/> returns once it printed its ready line (models loaded, joined).</summary>
-    public static async Task<SiloProcess> StartAsync(string name, string redis, string clusterId, IReadOnlyDictionary<string, string>? extra = null, bool waitReady = true)
+    public static string CliDll()
     {
-        int siloPort = FreePorts.Next(), gatewayPort = FreePorts.Next();
+        string configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+        string dll = Path.Combine(TestModel.RepoRoot(), "src", "MetaStone.Cli", "bin", configuration, "net10.0", "linux-x64", "metastone.dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"the metastone CLI is not built: {dll}");
+        return dll;
+    }
+
+    /// <summary>Starts <c>metastone silo</c> (the CLI verb, not the silo executable) with the given ports and extra arguments.</summary>
+    public static Task<SiloProcess> StartCliAsync(string name, string redis, string clusterId, int siloPort, int gatewayPort, params string[] extraArgs)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { CliDll(), "silo", "--redis", redis, "--cluster-id", clusterId, "--name", name, "--model", TestModel.Directory,
+                     "--silo-port", siloPort.ToString(), "--gateway-port", gatewayPort.ToString(), "--max-batch", "8", "--threads", "1" }.Concat(extraArgs))
+            info.ArgumentList.Add(arg);
+        info.Environment["DOTNET_gcServer"] = "0";
+        return LaunchAsync(info, name, siloPort, gatewayPort, waitReady: true);
+    }
+
+    /// <summary>Starts a silo; with <paramref name="waitReady"/> returns once it printed its ready line (models loaded, joined).</summary>
+    public static Task<SiloProcess> StartAsync(string name, string redis, string clusterId, IReadOnlyDictionary<string, string>? extra = null, bool waitReady = true)
+        => StartAsync(name, redis, clusterId, FreePorts.Next(), FreePorts.Next(), extra, waitReady);
+
+    /// <summary>Starts a silo on the given ports.</summary>
+    public static Task<SiloProcess> StartAsync(string name, string redis, string clusterId, int siloPort, int gatewayPort, IReadOnlyDictionary<string, string>? extra = null, bool waitReady = true)
+    {
         var info = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
@@ -58,6 +81,11 @@ public sealed class SiloProcess : IAsyncDisposable
         };
         foreach (var (k, v) in extra ?? new Dictionary<string, string>()) env[k] = v;
         foreach (var (k, v) in env) info.Environment[k] = v;
+        return LaunchAsync(info, name, siloPort, gatewayPort, waitReady);
+    }
+
+    private static async Task<SiloProcess> LaunchAsync(ProcessStartInfo info, string name, int siloPort, int gatewayPort, bool waitReady)
+    {
         var process = Process.Start(info) ?? throw new InvalidOperationException("the silo process did not start");
         var silo = new SiloProcess(process, name, siloPort, gatewayPort);
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -81,6 +109,18 @@ public sealed class SiloProcess : IAsyncDisposable
             }
         }
         return silo;
+    }
+
+    public const int SIGINT = 2, SIGTERM = 15;
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "kill")]
+    private static extern int SysKill(int pid, int signal);
+
+    /// <summary>Sends a signal (SIGTERM as docker stop does, SIGINT as Ctrl+C does) to the silo process.</summary>
+    public void Signal(int signal)
+    {
+        if (SysKill(_process.Id, signal) != 0)
+            throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
     }
 
     /// <summary>kill -9: no goodbye, no membership update; the cluster must notice by itself.</summary>
