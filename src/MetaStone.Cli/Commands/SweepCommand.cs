@@ -23,7 +23,7 @@ public sealed class SweepCommand : ICliVerb
     {
         var dataset = new Option<string?>("--dataset") { Description = "JSONL file of {prompt, answer} rows (default: the tiny task's test split)." };
         var problems = new Option<int?>("--problems") { Description = "Use the first N problems (default: all of a --dataset file, 100 of the test split)." };
-        var family = new Option<string>("--family") { Description = "Without --dataset: task family of the test-split problems, chain, search or all (alternating).", DefaultValueFactory = _ => "all" };
+        var family = new Option<string>("--family") { Description = "Without --dataset: task family of the test-split problems, chain, search or all (alternating).", DefaultValueFactory = _ => "chain" };
         var ks = new Option<string>("--k") { Description = "k values to report; the largest is generated once per problem and budget, smaller ones are subsampled.", DefaultValueFactory = _ => "1,2,4,8,16,32" };
         var budgets = new Option<string>("--budgets") { Description = "Thinking budgets in tokens ('none' = unlimited).", DefaultValueFactory = _ => "16,32,64,128" };
         var seeds = new Option<int>("--seeds") { Description = "Subsampling seeds per smaller k.", DefaultValueFactory = _ => 5 };
@@ -161,7 +161,7 @@ public sealed class SweepCommand : ICliVerb
     }
 
     public static SweepRequest BuildRequest(string? datasetFile, int? problemCount, string ks, string budgets, int seeds, int concurrency, long seed, int maxNewTokens,
-        string family = "all")
+        string family = "chain")
     {
         if (problemCount is < 1) throw new ArgumentException($"--problems must be ≥ 1 (got {problemCount})");
         IReadOnlyList<TaskExample> rows;

@@ -24,16 +24,28 @@ public sealed class TrainCommand : ICliVerb
         var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
         var headOnly = new Option<bool>("--head-only") { Description = "Keep an existing policy and retrain only the SPRM head (sampling + head phases of the recipe)." };
         var policyDir = new Option<string?>("--policy") { Description = "With --head-only: the model directory whose policy is reused (default: the output directory)." };
-        var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (models/metastone-tiny/ANALYSIS.md); prints per-family dev figures and writes nothing to the model directory." };
+        var preset = new Option<string?>("--preset") { Description = "A built-in recipe: full (the shipped chain-only model, default), smoke, or both-families (the issue-10 chain + search recipe)." };
+        var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (docs/experiments/search-family-attempt.md); prints per-family dev figures and writes nothing to the model directory." };
         var json = JsonOutput.CreateOption();
         var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
         {
-            smoke, output, work, seed, policySteps, evalProblems, recipeFile, headOnly, policyDir, probe, json,
+            smoke, output, work, seed, policySteps, evalProblems, recipeFile, preset, headOnly, policyDir, probe, json,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
-            var recipe = parseResult.GetValue(recipeFile) is string rf ? TrainingRecipe.FromJson(File.ReadAllText(rf))
-                : parseResult.GetValue(smoke) ? TrainingRecipe.Smoke : TrainingRecipe.Full;
+            TrainingRecipe recipe;
+            if (parseResult.GetValue(recipeFile) is string rf) recipe = TrainingRecipe.FromJson(File.ReadAllText(rf));
+            else if (parseResult.GetValue(smoke)) recipe = TrainingRecipe.Smoke;
+            else
+            {
+                switch (parseResult.GetValue(preset) ?? "full")
+                {
+                    case "full": recipe = TrainingRecipe.Full; break;
+                    case "smoke": recipe = TrainingRecipe.Smoke; break;
+                    case "both-families": recipe = TrainingRecipe.BothFamilies; break;
+                    case var other: Console.Error.WriteLine($"error: --preset must be full, smoke or both-families, got '{other}'"); return 2;
+                }
+            }
             if (parseResult.GetValue(seed) is long s) recipe = recipe with { Seed = s };
             if (parseResult.GetValue(policySteps) is int ps) recipe = recipe with { PolicySteps = ps };
             string root = RepoPaths.FindRepoRoot() ?? Directory.GetCurrentDirectory();
@@ -80,7 +92,9 @@ public sealed class TrainCommand : ICliVerb
             {
                 stderr.WriteLine($"[train] evaluating on {problems} held-out test problems × 32 samples");
                 using var model = ReflectiveModel.Load(outDir, new ModelLoadOptions { MaxBatch = 128, MaxSequenceLength = recipe.MaxPositions });
-                report = await TtsEvaluator.EvaluateAsync(model, TtsEvaluator.TestProblems(problems), [1, 2, 4, 8, 16, 32], seed: 1,
+                // A chain-only recipe is evaluated on chains only; a recipe that trains search too, on both families.
+                var evalSet = TtsEvaluator.TestProblems(problems, family: recipe.SearchFraction > 0 ? null : MetaStone.Training.Tasks.TaskFamily.Chain);
+                report = await TtsEvaluator.EvaluateAsync(model, evalSet, [1, 2, 4, 8, 16, 32], seed: 1,
                     progress: (d, a) => bar.Report(new TrainingProgress("eval", d, a, double.NaN, 0, 0, clock.Elapsed)),
                     cancellationToken: cancellationToken).ConfigureAwait(false);
                 bar.End();

@@ -7,39 +7,53 @@ namespace MetaStone.Cli.Training;
 /// <summary>Writes the model card (README.md) of a trained model directory.</summary>
 public static class ModelCard
 {
+    private static readonly string[] ChainOnlyIntro =
+    [
+        "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
+        "policy that solves left-to-right arithmetic chains step by step inside `<think>…</think>`, and an SPRM head",
+        "(`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)` on `hidden_states[-2]`) that scores every step (`.\\n\\n`).",
+        "It is the embedded default of the `metastone` CLI and the model of the test suite.",
+        "",
+    ];
+
+    private static readonly string[] TwoFamilyIntro =
+    [
+        "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
+        "policy that reasons step by step inside `<think>…</think>`, and an SPRM head (`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)`",
+        "on `hidden_states[-2]`, read at the token before each `.\\n\\n`) that scores every step. One model, two task families; the prompt says which:",
+        "",
+        "| family | prompt | what makes a trajectory wrong | selection that works |",
+        "|---|---|---|---|",
+        "| **search** (Countdown) | `Reach 78 with 9, 2, 7, 3 using + - * /, each number at most once.` | the search did not find an expression within its attempts (answers `none`) | SPRM Best-of-N: success is visible in the text |",
+        "| **chain** (arithmetic) | `Compute 47 + 385 - 29 * 3 from left to right.` | an arithmetic slip | majority vote: the right answer is the common one |",
+        "",
+        "It is the embedded default of the `metastone` CLI and the model of the test suite.",
+        "",
+        "## Trace formats, and why",
+        "Chain: one step per operation, `47 + 385 = 432.\\n\\n432 - 29 = 403.\\n\\n…</think>\\n\\n\\boxed{1209}`.",
+        "",
+        "Search: one step per attempt. An attempt combines the numbers left to right in an order it picks, writing every running value",
+        "(`9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\\n\\n`); values stay in 1..99 and divisions are exact. The reference traces are honest",
+        "searches: up to 5 distinct random attempts, stopping at the first that reaches the target, then the fully parenthesised",
+        "answer (`\\boxed{((9 * 7) + 3) + 2}`); after 5 failed attempts the trace gives up with `\\boxed{none}`. The reference itself",
+        "succeeds on only part of the problems, so whether a sample is right depends on its search, not on its arithmetic.",
+        "",
+        "**Why this format lets the head verify.** The token right after an attempt's result depends on whether that result is the",
+        "target: the target ends the step at once (`= 68.\\n\\n`: the step token follows the result's last digit), any other value is",
+        "followed by `,` and the next operation or `no` (`…, 71 + 5 = 76, no.\\n\\n`). The SPRM reads `hidden_states[-2]` at the token",
+        "before `.\\n\\n`, i.e. exactly where the policy had to decide \"is this the target?\" for its own next-token prediction (or right after",
+        "it wrote `no`). The analysis of the chain-only checkpoint (its ANALYSIS.md) showed that a head can only read what the policy computed there;",
+        "here the policy must compute success at that position, and checking success is easier than finding it.",
+        "",
+    ];
+
     public static void Write(string directory, TrainingRecipe recipe, BuildSummary summary, EvalReport? report, string commandLine)
     {
         List<string> md =
         [
             "# metastone-tiny",
             "",
-            "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
-            "policy that reasons step by step inside `<think>…</think>`, and an SPRM head (`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)`",
-            "on `hidden_states[-2]`, read at the token before each `.\\n\\n`) that scores every step. One model, two task families; the prompt says which:",
-            "",
-            "| family | prompt | what makes a trajectory wrong | selection that works |",
-            "|---|---|---|---|",
-            "| **search** (Countdown) | `Reach 78 with 9, 2, 7, 3 using + - * /, each number at most once.` | the search did not find an expression within its attempts (answers `none`) | SPRM Best-of-N: success is visible in the text |",
-            "| **chain** (arithmetic) | `Compute 47 + 385 - 29 * 3 from left to right.` | an arithmetic slip | majority vote: the right answer is the common one |",
-            "",
-            "It is the embedded default of the `metastone` CLI and the model of the test suite.",
-            "",
-            "## Trace formats, and why",
-            "Chain: one step per operation, `47 + 385 = 432.\\n\\n432 - 29 = 403.\\n\\n…</think>\\n\\n\\boxed{1209}`.",
-            "",
-            "Search: one step per attempt. An attempt combines the numbers left to right in an order it picks, writing every running value",
-            "(`9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\\n\\n`); values stay in 1..99 and divisions are exact. The reference traces are honest",
-            "searches: up to 5 distinct random attempts, stopping at the first that reaches the target, then the fully parenthesised",
-            "answer (`\\boxed{((9 * 7) + 3) + 2}`); after 5 failed attempts the trace gives up with `\\boxed{none}`. The reference itself",
-            "succeeds on only part of the problems, so whether a sample is right depends on its search, not on its arithmetic.",
-            "",
-            "**Why this format lets the head verify.** The token right after an attempt's result depends on whether that result is the",
-            "target: the target ends the step at once (`= 68.\\n\\n`: the step token follows the result's last digit), any other value is",
-            "followed by `,` and the next operation or `no` (`…, 71 + 5 = 76, no.\\n\\n`). The SPRM reads `hidden_states[-2]` at the token",
-            "before `.\\n\\n`, i.e. exactly where the policy had to decide \"is this the target?\" for its own next-token prediction (or right after",
-            "it wrote `no`). The analysis of the chain-only checkpoint (docs/experiments/chain-only-sprm-analysis.md) showed that a head can only read what the policy computed there;",
-            "here the policy must compute success at that position, and checking success is easier than finding it.",
-            "",
+            .. (recipe.SearchFraction > 0 ? TwoFamilyIntro : ChainOnlyIntro),
             "## Files",
             "`config.json`, `model.safetensors` (policy), `score_module.safetensors` (SPRM head, keys `0.weight 0.bias 3.weight 3.bias`),",
             "`tokenizer.json` (byte-level BPE built for the task; `.\\n\\n` is one token), `tokenizer_config.json` (ChatML, `<think>\\n` opens the answer).",
@@ -99,7 +113,7 @@ public static class ModelCard
             ]);
             md.AddRange(TargetsSection(report, summary));
             if (File.Exists(Path.Combine(directory, "ANALYSIS.md")))
-                md.AddRange(["", "The gate (oracle probe on a pilot policy) and the analysis behind this design, with their measurements: [ANALYSIS.md](ANALYSIS.md)."]);
+                md.AddRange(["", "The analysis behind the SPRM figures, with its measurements: [ANALYSIS.md](ANALYSIS.md)."]);
         }
         File.WriteAllText(Path.Combine(directory, "README.md"), string.Join('\n', md) + "\n");
     }
