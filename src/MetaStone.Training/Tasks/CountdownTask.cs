@@ -202,7 +202,8 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
         return ops;
     }
 
-    private static long? Apply(long left, char op, long right) => op switch
+    /// <summary>One operation in exact integer arithmetic; null for a division with a remainder (or by zero) or an unknown operator.</summary>
+    internal static long? Apply(long left, char op, long right) => op switch
     {
         '+' => left + right,
         '-' => left - right,

@@ -37,7 +37,7 @@ public static partial class OracleProbe
     public static bool ChainStepTrue(string step)
     {
         var m = ChainStep().Match(step.Trim());
-        return m.Success && Apply(Num(m, "a"), m.Groups["op"].Value[0], Num(m, "b")) == Num(m, "r");
+        return m.Success && CountdownTask.Apply(Num(m, "a"), m.Groups["op"].Value[0], Num(m, "b")) == Num(m, "r");
     }
 
     public static bool SearchStepSucceeds(string step, CountdownSpec spec)
@@ -54,20 +54,13 @@ public static partial class OracleProbe
             if (!m.Success) return false;
             long a = Num(m, "a"), b = Num(m, "b"), r = Num(m, "r");
             if (running is null ? !Take(a) : running != a) return false;
-            if (!Take(b) || Apply(a, m.Groups["op"].Value[0], b) != r) return false;
+            if (!Take(b) || CountdownTask.Apply(a, m.Groups["op"].Value[0], b) != r) return false;
             running = r;
         }
         return running == spec.Target;
     }
 
     private static long Num(Match m, string g) => long.Parse(m.Groups[g].Value, CultureInfo.InvariantCulture);
-
-    private static long? Apply(long a, char op, long b) => op switch
-    {
-        '+' => a + b, '-' => a - b, '*' => a * b,
-        '/' => b != 0 && a % b == 0 ? a / b : null,
-        _ => null,
-    };
 
     [GeneratedRegex(@"^(?<a>-?\d+) (?<op>[-+*/]) (?<b>\d+) = (?<r>-?\d+)$", RegexOptions.CultureInvariant)]
     private static partial Regex ChainStep();
