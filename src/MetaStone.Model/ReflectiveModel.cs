@@ -104,7 +104,7 @@ public sealed class ReflectiveModel : IDisposable
         finally { foreach (var t in tensors.Values) t.Dispose(); }
 
         var head = LoadHead(directory, config.HiddenSize, device);
-        var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
+        var rules = tokenizer.StepRules();
         var eos = new SortedSet<int>(config.EosTokenIds);
         if (tokenizer.EosTokenId is int e) eos.Add(e);
         var engineOptions = new EngineOptions

@@ -128,7 +128,7 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
         Qwen2ForCausalLM policy, QwenTokenizer tokenizer, string policyDirectory, string workDirectory, Action<TrainingProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
+        var rules = tokenizer.StepRules();
         int[] eos = tokenizer.EosTokenId is int e ? [e] : [];
         string weights = Path.Combine(policyDirectory, "model.safetensors");
         var problems = Suite.Generate(TaskSplits.Train, recipe.SprProblems, seed: unchecked((int)(recipe.Seed ^ 0x5EED)));
@@ -148,7 +148,7 @@ public sealed class TinyModelBuilder(TrainingRecipe recipe)
     {
         // Phase 2: the policy samples its own trajectories on fresh training problems (and, for choosing the head's epoch, on dev problems).
         var samplingClock = Stopwatch.StartNew();
-        var rules = new StepTokenSet(tokenizer.StepTokenIds.ToHashSet(), tokenizer.TryGetTokenId("<think>"), tokenizer.TryGetTokenId("</think>"));
+        var rules = tokenizer.StepRules();
         int[] eos = tokenizer.EosTokenId is int e ? [e] : [];
         var (trainData, _, dev, _) = await SamplePhaseAsync(policy, tokenizer, outputDirectory, workDirectory, progress, cancellationToken).ConfigureAwait(false);
         using var train = trainData;

@@ -123,6 +123,10 @@ public sealed class QwenTokenizer
     /// <summary>Creates a decoder that turns ids into text one at a time without splitting multi-byte characters.</summary>
     public StreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = false) => new(this, skipSpecialTokens);
 
+    /// <summary>The SPRM step rules of this vocabulary: the <c>.\n\n</c> ids and the thinking tags (sprm-reference §2.1–2.3).</summary>
+    public MetaStone.Reasoning.StepTokenSet StepRules() =>
+        new(StepTokenIds.ToHashSet(), TryGetTokenId("<think>"), TryGetTokenId("</think>"));
+
     /// <summary>Id of a token given as it is stored in tokenizer.json (byte-level form such as "Ġworld", or an added token such as "&lt;think&gt;").</summary>
     public int? TryGetTokenId(string token)
     {

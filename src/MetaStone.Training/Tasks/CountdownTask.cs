@@ -122,7 +122,7 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
     /// </summary>
     public string Solution(CountdownProblem problem, ulong traceSeed)
     {
-        var random = new SplitMix64(SplitMix64.Mix(traceSeed, (ulong)problem.Canonical.GetHashCodeStable()));
+        var random = new SplitMix64(SplitMix64.Mix(traceSeed, TaskSplits.Fnv1a64(problem.Canonical)));
         var text = new StringBuilder();
         var tried = new HashSet<string>(StringComparer.Ordinal);
         List<Operation>? success = null;
@@ -214,15 +214,4 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
 
     [GeneratedRegex(@"^Reach (?<target>\d+) with (?:(?<n>\d+)(?:, )?)+ using \+ - \* /, each number at most once\.$", RegexOptions.CultureInvariant)]
     private static partial Regex PromptPattern();
-}
-
-internal static class StableHash
-{
-    /// <summary>FNV-1a of the UTF-16 code units: string.GetHashCode is randomized per process, this is not.</summary>
-    public static long GetHashCodeStable(this string text)
-    {
-        ulong hash = 0xCBF29CE484222325UL;
-        foreach (var c in text) { hash ^= c; hash *= 0x100000001B3UL; }
-        return unchecked((long)hash);
-    }
 }

@@ -38,7 +38,8 @@ public static class TaskSplits
         throw new ArgumentException($"Unknown split '{split}'; expected one of: {string.Join(", ", All)}.", nameof(split));
     }
 
-    private static ulong Fnv1a64(string text)
+    /// <summary>64-bit FNV-1a of the UTF-8 bytes: stable across processes (string.GetHashCode is randomized per process).</summary>
+    internal static ulong Fnv1a64(string text)
     {
         var hash = 0xCBF29CE484222325UL;
         foreach (var b in System.Text.Encoding.UTF8.GetBytes(text))

@@ -48,8 +48,13 @@ public sealed class TaskSuite(ArithmeticChainTask? chain = null, CountdownTask? 
         : null;
 
     /// <summary>
-    /// <paramref name="count"/> problems of <paramref name="split"/>: of one <paramref name="family"/>, or both mixed (problem i is a
-    /// search problem when ⌊(i+1)·f⌋ &gt; ⌊i·f⌋ for f = <see cref="SearchFraction"/>, so any prefix holds the right share).
+    /// Whether position <paramref name="index"/> of a mixed sequence (problems of a set, or steps of policy training) is a search
+    /// one: ⌊(i+1)·f⌋ &gt; ⌊i·f⌋ for f = <see cref="SearchFraction"/>, so every prefix holds the right share.
+    /// </summary>
+    public bool IsSearchAt(int index) => Math.Floor((index + 1) * SearchFraction) > Math.Floor(index * SearchFraction);
+
+    /// <summary>
+    /// <paramref name="count"/> problems of <paramref name="split"/>: of one <paramref name="family"/>, or both mixed by <see cref="IsSearchAt"/>.
     /// </summary>
     public IReadOnlyList<TaskProblem> Generate(string split, int count, int seed, TaskFamily? family = null)
     {
@@ -70,7 +75,7 @@ public sealed class TaskSuite(ArithmeticChainTask? chain = null, CountdownTask? 
             {
                 TaskFamily.Search => true,
                 TaskFamily.Chain => false,
-                _ => Math.Floor((i + 1) * SearchFraction) > Math.Floor(i * SearchFraction),
+                _ => IsSearchAt(i),
             };
             if (isSearch && searches.MoveNext()) result.Add(FromSearch(searches.Current, seed));
             else if (chains.MoveNext()) result.Add(FromChain(chains.Current));
@@ -84,17 +89,6 @@ public sealed class TaskSuite(ArithmeticChainTask? chain = null, CountdownTask? 
 
     public TaskProblem FromSearch(CountdownProblem p, int traceSeed) =>
         new(p.Id, TaskFamily.Search, p.Prompt, p.Spec.ToString(), Search.Solution(p, unchecked((ulong)traceSeed)));
-
-    /// <summary>Rebuilds a problem from a dataset row (prompt + answer), when the prompt is one of the tasks'.</summary>
-    public TaskProblem? TryFromExample(TaskExample example)
-    {
-        string id = example.Id ?? "";
-        if (CountdownTask.TryParsePrompt(id, example.Prompt) is { } search)
-            return FromSearch(search, 0);
-        if (ArithmeticChainTask.TryParsePrompt(id, example.Prompt) is { } chain)
-            return FromChain(chain);
-        return null;
-    }
 
     public override string ToString() =>
         string.Create(CultureInfo.InvariantCulture, $"chain + search (search fraction {SearchFraction:0.##})");

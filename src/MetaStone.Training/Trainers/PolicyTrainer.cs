@@ -80,7 +80,7 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
             // One family per batch, in the suite's proportion over steps: search traces are about twice as long as chains, and a
             // mixed batch would pad every chain to a search trace's length (measured: 1.4× more compute per step).
-            var family = Math.Floor((step + 1) * suite.SearchFraction) > Math.Floor(step * suite.SearchFraction) ? TaskFamily.Search : TaskFamily.Chain;
+            var family = suite.IsSearchAt(step) ? TaskFamily.Search : TaskFamily.Chain;
             var problems = suite.Generate(TaskSplits.Train, recipe.BatchSize, seed: unchecked((int)(recipe.Seed * 7919 + step)), family);
             double loss;
             using (var scope = NewDisposeScope())
