@@ -74,8 +74,13 @@ public static class MetaStoneSilo
                 // Rows of silos from earlier runs of a throw-away cluster expire instead of being probed for 90 s.
                 if (settings.FastFailureDetection) o.EntryExpiry = TimeSpan.FromMinutes(10);
             });
-            silo.Services.AddSingleton<IJobStore>(new RedisJobStore(redis, settings.ServiceId, settings.JobRetention));
-            silo.Services.AddSingleton<ISweepStore>(new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention));
+            silo.Services.AddSingleton(sp =>
+            {
+                var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MetaStone.RedisOutage");
+                return new RedisOutagePolicy(TimeSpan.FromSeconds(settings.RedisOutageToleranceSeconds), message => log.LogWarning("{Message}", message));
+            });
+            silo.Services.AddSingleton<IJobStore>(sp => new RedisJobStore(redis, settings.ServiceId, settings.JobRetention, sp.GetRequiredService<RedisOutagePolicy>()));
+            silo.Services.AddSingleton<ISweepStore>(sp => new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention, sp.GetRequiredService<RedisOutagePolicy>()));
             silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
             // Default Orleans Redis membership key: {ServiceId}/members/{ClusterId}.
             string membershipKey = $"{settings.ServiceId}/members/{settings.ClusterId}";

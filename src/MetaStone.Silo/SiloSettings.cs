@@ -51,6 +51,9 @@ public sealed class SiloSettings
     /// beyond it is refused with "cluster busy … submit it again later". 0 = unbounded.</summary>
     public int MaxRunningJobs { get; set; } = MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs;
 
+    /// <summary>How long a job or sweep keeps waiting through a Redis outage (restart, fail-over) before it fails.</summary>
+    public double RedisOutageToleranceSeconds { get; set; } = 60;
+
     public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
 
     /// <summary>Orleans keys honoured as fallbacks (environment <c>Orleans__Name</c>, …).</summary>
@@ -104,5 +107,6 @@ public sealed class SiloSettings
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
         if (MaxRunningJobs < 0) throw new ArgumentException($"max running jobs must be ≥ 0, 0 = unbounded (got {MaxRunningJobs})");
         if (!(ShutdownGraceSeconds >= 0 && ShutdownGraceSeconds <= 3600)) throw new ArgumentException($"shutdown grace must be 0–3600 seconds (got {ShutdownGraceSeconds})");
+        if (!(RedisOutageToleranceSeconds >= 0 && RedisOutageToleranceSeconds <= 3600)) throw new ArgumentException($"Redis outage tolerance must be 0–3600 seconds (got {RedisOutageToleranceSeconds})");
     }
 }

@@ -46,7 +46,7 @@ public sealed class CountdownTaskTests(ITestOutputHelper output)
             for (int i = 0; i < steps.Length; i++)
             {
                 bool succeeds = OracleProbe.SearchStepSucceeds(steps[i], p.Spec);
-                Assert.Equal(!steps[i].EndsWith(", no", StringComparison.Ordinal), succeeds);
+                Assert.Equal(steps[i].EndsWith(", yes", StringComparison.Ordinal), succeeds);
                 if (i < steps.Length - 1) Assert.False(succeeds, steps[i]);
             }
             bool correct = AnswerGrader.IsCorrect(solution, p.Spec.ToString());
@@ -67,11 +67,18 @@ public sealed class CountdownTaskTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Step_format_ends_a_success_right_after_the_result()
+    public void Step_format_checks_the_result_against_the_target_in_the_open()
     {
         var ops = new List<CountdownTask.Operation> { new(9, '*', 7, 63), new(63, '+', 3, 66), new(66, '+', 2, 68) };
-        Assert.Equal("9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\n\n", CountdownTask.FormatAttempt(ops, 68));
-        Assert.Equal("9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68, no.\n\n", CountdownTask.FormatAttempt(ops, 78));
+        Assert.Equal("9 * 7 = 63, + 3 = 66, + 2 = 68 vs 68, yes.\n\n", CountdownTask.FormatAttempt(ops, 68));
+        Assert.Equal("9 * 7 = 63, + 3 = 66, + 2 = 68 vs 78, no.\n\n", CountdownTask.FormatAttempt(ops, 78));
+        var spec = new CountdownSpec(68, [2, 3, 7, 9]);
+        Assert.True(OracleProbe.SearchStepSucceeds("9 * 7 = 63, + 3 = 66, + 2 = 68 vs 68, yes", spec));
+        // The oracle checks the arithmetic and the numbers, not the attempt's own verdict.
+        Assert.True(OracleProbe.SearchStepSucceeds("9 * 7 = 63, + 3 = 66, + 2 = 68 vs 68, no", spec));
+        Assert.False(OracleProbe.SearchStepSucceeds("9 * 7 = 63, + 3 = 66, + 2 = 69 vs 68, yes", spec));
+        Assert.False(OracleProbe.SearchStepSucceeds("9 * 7 = 63, + 7 = 70, - 2 = 68 vs 68, yes", spec));
+        Assert.False(OracleProbe.SearchStepSucceeds("Out of attempts", spec));
         Assert.Equal("((9 * 7) + 3) + 2", CountdownTask.FormatExpression(ops));
         Assert.True(CountdownGrader.IsCorrect(CountdownTask.FormatExpression(ops), new CountdownSpec(68, [2, 3, 7, 9])));
     }

@@ -23,9 +23,10 @@ public sealed class SiloCommand : ICliVerb
         var threads = new Option<int>("--threads") { Description = "Torch compute threads (0 = default).", DefaultValueFactory = _ => 0 };
         var engine = new Option<string>("--engine") { Description = "model | simulated | instant (benchmarks only).", DefaultValueFactory = _ => "model" };
         var grace = new Option<double>("--shutdown-grace") { Description = "Seconds a stopping silo (SIGTERM, Ctrl+C) lets in-flight candidates finish before leaving the cluster.", DefaultValueFactory = _ => 30 };
+        var outage = new Option<double>("--redis-outage-tolerance") { Description = "Seconds a running job waits through a Redis outage (restart, fail-over) before it fails.", DefaultValueFactory = _ => 60 };
         var command = new Command("silo", "Run a MetaStone silo: load the model on each device, then join the cluster and serve candidates.")
         {
-            redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine, grace,
+            redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine, grace, outage,
         };
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(async () =>
         {
@@ -43,6 +44,7 @@ public sealed class SiloCommand : ICliVerb
                 ComputeThreads = parse.GetValue(threads),
                 Engine = parse.GetValue(engine)!,
                 ShutdownGraceSeconds = parse.GetValue(grace),
+                RedisOutageToleranceSeconds = parse.GetValue(outage),
             };
             if (parse.GetValue(name) is { } n) settings.Name = n;
             using var host = await MetaStoneSilo.StartAsync(settings, cancellationToken: cancellationToken);

@@ -16,36 +16,52 @@ public static class ModelCard
         "",
     ];
 
-    private static readonly string[] TwoFamilyIntro =
-    [
-        "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
-        "policy that reasons step by step inside `<think>…</think>`, and an SPRM head (`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)`",
-        "on `hidden_states[-2]`, read at the token before each `.\\n\\n`) that scores every step. One model, two task families; the prompt says which:",
-        "",
-        "| family | prompt | what makes a trajectory wrong | selection that works |",
-        "|---|---|---|---|",
-        "| **search** (Countdown) | `Reach 78 with 9, 2, 7, 3 using + - * /, each number at most once.` | the search did not find an expression within its attempts (answers `none`) | SPRM Best-of-N: success is visible in the text |",
-        "| **chain** (arithmetic) | `Compute 47 + 385 - 29 * 3 from left to right.` | an arithmetic slip | majority vote: the right answer is the common one |",
-        "",
-        "It is the embedded default of the `metastone` CLI and the model of the test suite.",
-        "",
-        "## Trace formats, and why",
-        "Chain: one step per operation, `47 + 385 = 432.\\n\\n432 - 29 = 403.\\n\\n…</think>\\n\\n\\boxed{1209}`.",
-        "",
-        "Search: one step per attempt. An attempt combines the numbers left to right in an order it picks, writing every running value",
-        "(`9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\\n\\n`); values stay in 1..99 and divisions are exact. The reference traces are honest",
-        "searches: up to 5 distinct random attempts, stopping at the first that reaches the target, then the fully parenthesised",
-        "answer (`\\boxed{((9 * 7) + 3) + 2}`); after 5 failed attempts the trace gives up with `\\boxed{none}`. The reference itself",
-        "succeeds on only part of the problems, so whether a sample is right depends on its search, not on its arithmetic.",
-        "",
-        "**Why this format lets the head verify.** The token right after an attempt's result depends on whether that result is the",
-        "target: the target ends the step at once (`= 68.\\n\\n`: the step token follows the result's last digit), any other value is",
-        "followed by `,` and the next operation or `no` (`…, 71 + 5 = 76, no.\\n\\n`). The SPRM reads `hidden_states[-2]` at the token",
-        "before `.\\n\\n`, i.e. exactly where the policy had to decide \"is this the target?\" for its own next-token prediction (or right after",
-        "it wrote `no`). The analysis of the chain-only checkpoint (its ANALYSIS.md) showed that a head can only read what the policy computed there;",
-        "here the policy must compute success at that position, and checking success is easier than finding it.",
-        "",
-    ];
+    private static string[] TwoFamilyIntro()
+    {
+        var o = new CountdownTaskOptions();
+        return
+        [
+            "A tiny MetaStone-S1-style reflective generative model trained by MetaStone.Cluster itself: a Qwen2-architecture",
+            "policy that reasons step by step inside `<think>…</think>`, and an SPRM head (`Linear(c,2c) → ReLU → Dropout → Linear(2c,1)`",
+            "on `hidden_states[-2]`, read at the token before each `.\\n\\n`) that scores every step. One model, two task families; the prompt says which:",
+            "",
+            "| family | prompt | what makes a trajectory wrong | selection that works |",
+            "|---|---|---|---|",
+            "| **search** (Countdown) | `Reach 50 with 15, 2, 20 using + - * /, each number at most once.` | the search did not find an expression within its attempts (answers `none`), or it miscounted | SPRM Best-of-N: success is visible in the text |",
+            "| **chain** (arithmetic) | `Compute 47 + 385 - 29 * 3 from left to right.` | an arithmetic slip | majority vote: the right answer is the common one |",
+            "",
+            "It is the embedded default of the `metastone` CLI and the model of the test suite.",
+            "",
+            "## Trace formats, and why",
+            "Chain: one step per operation, `47 + 385 = 432.\\n\\n432 - 29 = 403.\\n\\n…</think>\\n\\n\\boxed{1209}`.",
+            "",
+            $"Search: {o.Count} numbers in {o.MinNumber}..{o.MaxNumber}, a target in {o.MinTarget}..{o.MaxValue} (the value of one random attempt, so every problem is solvable).",
+            "One step per attempt: an attempt combines all the numbers left to right in an order it picks and writes every result, then",
+            "copies the target next to its final value and says whether they are equal: `20 - 2 = 18, + 15 = 33 vs 50, no.\\n\\n`,",
+            $"`2 + 20 = 22, + 15 = 37 vs 37, yes.\\n\\n`. Values stay in 1..{o.MaxValue} and divisions are exact. The reference traces are honest searches:",
+            $"up to {o.MaxAttempts} distinct random attempts, stopping at the first `yes`, then the fully parenthesised answer (`\\boxed{{(2 + 20) + 15}}`);",
+            $"after {o.MaxAttempts} failed attempts the trace writes `Out of attempts.\\n\\n` and answers `\\boxed{{none}}`. The reference itself succeeds",
+            $"on {ReferenceSolveRate():P0} of the problems (400 train problems, computed as this card is written), so whether a sample is right depends on its",
+            "search, not on its arithmetic.",
+            "",
+            "**Why this format lets the head verify.** The SPRM reads `hidden_states[-2]` at the token before `.\\n\\n`, which in a search step",
+            "is the attempt's own verdict (`yes` / `no`), and one token earlier the policy had to compare two numbers that stand a few tokens",
+            "apart (its result and the copied target) to predict that verdict. So the success of the step is computed by the policy, for its own",
+            "next-token prediction, exactly where the head reads. The first design ended a success right after the result and needed a comparison with",
+            "the prompt's target far back; the 4-layer policy never learned it (docs/experiments/search-family-attempt.md). The verdict tokens weigh",
+            "`DecisionTokenWeight` times in the policy loss, because they are one token in ~25 and `yes` is rare. The chain-only model's analysis",
+            "showed that a head can only read what the policy computed at the feature position; checking a finished attempt is easier than finding one.",
+            "",
+        ];
+    }
+
+    /// <summary>Share of 400 train-split search problems whose reference trace finds the target.</summary>
+    private static double ReferenceSolveRate()
+    {
+        var task = new CountdownTask();
+        var problems = task.Generate(TaskSplits.Train, 400, seed: 9).ToList();
+        return problems.Count(p => MetaStone.Reasoning.AnswerGrader.IsCorrect(task.Solution(p, traceSeed: 5), p.Spec.ToString())) / (double)problems.Count;
+    }
 
     public static void Write(string directory, TrainingRecipe recipe, BuildSummary summary, EvalReport? report, string commandLine)
     {
@@ -53,7 +69,7 @@ public static class ModelCard
         [
             "# metastone-tiny",
             "",
-            .. (recipe.SearchFraction > 0 ? TwoFamilyIntro : ChainOnlyIntro),
+            .. (recipe.SearchFraction > 0 ? TwoFamilyIntro() : ChainOnlyIntro),
             "## Files",
             "`config.json`, `model.safetensors` (policy), `score_module.safetensors` (SPRM head, keys `0.weight 0.bias 3.weight 3.bias`),",
             "`tokenizer.json` (byte-level BPE built for the task; `.\\n\\n` is one token), `tokenizer_config.json` (ChatML, `<think>\\n` opens the answer).",
@@ -67,7 +83,7 @@ public static class ModelCard
                   "`metastone train` without `--head-only` runs that phase first and then this head recipe.",
             "",
             $"- Policy: {recipe.Layers} layers, hidden {recipe.HiddenSize}, {recipe.Heads} heads / {recipe.KvHeads} KV heads, FFN {recipe.IntermediateSize}, tied embeddings, {summary.PolicyParameters:N0} parameters (fp32).",
-            $"- Policy training: next-token loss on reference solutions (response tokens only), {recipe.PolicySteps} steps × batch {recipe.BatchSize}, AdamW (β 0.9/0.95, weight decay {recipe.WeightDecay}), lr {recipe.LearningRate} with {recipe.WarmupSteps} warm-up steps then cosine to {recipe.MinLearningRate}, gradient clipping {recipe.ClipNorm}.",
+            $"- Policy training: next-token loss on reference solutions (response tokens only{(recipe.DecisionTokenWeight != 1 ? $"; the verdict tokens {string.Join(" / ", recipe.DecisionWords.Select(w => $"`{w}`"))} weigh {recipe.DecisionTokenWeight}×" : "")}), {recipe.PolicySteps} steps × batch {recipe.BatchSize}, AdamW (β 0.9/0.95, weight decay {recipe.WeightDecay}), lr {recipe.LearningRate} with {recipe.WarmupSteps} warm-up steps then cosine to {recipe.MinLearningRate}, gradient clipping {recipe.ClipNorm}.",
             $"  Families mixed {1 - recipe.SearchFraction:P0} chain / {recipe.SearchFraction:P0} search by steps (one family per batch, so short chains are not padded to search length); fresh problems every step, never the dev or test split.",
             $"- SPRM head ({summary.HeadParameters:N0} parameters): the policy samples {recipe.SprSamplesPerProblem} trajectories for each of {recipe.SprProblems} fresh training problems (both families, same mix; temperature 0.6, top-p 0.95, repetition penalty 1.05);",
             "  every step takes its trajectory's final correctness as label (the grader: the boxed number for chains, the boxed expression checked against the",

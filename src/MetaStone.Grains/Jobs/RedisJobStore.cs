@@ -16,9 +16,11 @@ namespace MetaStone.Grains.Jobs;
 /// </list>
 /// Ended jobs expire after the retention period (default 7 days); running jobs never expire.
 /// </summary>
-public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId, TimeSpan retention) : IJobStore
+/// <remarks>Every operation rides out a Redis outage of up to the policy's tolerance (<see cref="RedisOutagePolicy"/>).</remarks>
+public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId, TimeSpan retention, RedisOutagePolicy? outage = null) : IJobStore
 {
     private readonly string _prefix = $"metastone:{serviceId}:";
+    private readonly RedisOutagePolicy _outage = outage ?? new RedisOutagePolicy(RedisOutagePolicy.DefaultTolerance);
     private IDatabase Db => redis.GetDatabase();
 
     public string JobKey(string id) => $"{_prefix}job:{id}";
@@ -44,23 +46,23 @@ public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId
 
     public async Task<CreateOutcome> CreateAsync(string jobId, JobRequest request, int k, DateTimeOffset createdAt, int maxRunning = 0)
     {
-        var answer = (int)await Db.ScriptEvaluateAsync(CreateScript,
+        var answer = (int)await _outage.RunAsync($"accepting job {jobId}", () => Db.ScriptEvaluateAsync(CreateScript,
             [JobKey(jobId), RunningKey, StatsKey],
-            [maxRunning, JobJson.Write(request), k, JobState.Running.ToString(), createdAt.ToUnixTimeMilliseconds(), jobId]);
+            [maxRunning, JobJson.Write(request), k, JobState.Running.ToString(), createdAt.ToUnixTimeMilliseconds(), jobId]));
         return answer switch { 1 => CreateOutcome.Created, 2 => CreateOutcome.Busy, _ => CreateOutcome.Exists };
     }
 
     public async Task<long> RejectedBusyAsync()
     {
-        var value = await Db.HashGetAsync(StatsKey, "rejectedBusy");
+        var value = await _outage.RunAsync("reading statistics", () => Db.HashGetAsync(StatsKey, "rejectedBusy"));
         return value.IsNullOrEmpty ? 0 : (long)value;
     }
 
     public async Task<StoredJob?> LoadAsync(string jobId)
     {
-        var fields = (await Db.HashGetAllAsync(JobKey(jobId))).ToDictionary(e => e.Name.ToString(), e => e.Value);
+        var fields = (await _outage.RunAsync($"loading job {jobId}", () => Db.HashGetAllAsync(JobKey(jobId)))).ToDictionary(e => e.Name.ToString(), e => e.Value);
         if (fields.Count == 0) return null;
-        var candidates = await Db.HashGetAllAsync(CandidatesKey(jobId));
+        var candidates = await _outage.RunAsync($"loading job {jobId}", () => Db.HashGetAllAsync(CandidatesKey(jobId)));
         return new StoredJob
         {
             JobId = jobId,
@@ -75,58 +77,64 @@ public sealed class RedisJobStore(IConnectionMultiplexer redis, string serviceId
         };
     }
 
-    public async Task<int> StartRunAsync(string jobId) => (int)await Db.HashIncrementAsync(JobKey(jobId), "runs");
+    public async Task<int> StartRunAsync(string jobId) =>
+        (int)await _outage.RunAsync($"starting job {jobId}", () => Db.HashIncrementAsync(JobKey(jobId), "runs"));
 
     public Task SaveCandidateAsync(string jobId, CandidateResult candidate) =>
-        Db.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
+        _outage.RunAsync($"storing candidate {candidate.Index} of job {jobId}",
+            () => Db.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate)));
 
-    public async Task RecordGeneratedAsync(string jobId, CandidateResult candidate)
-    {
-        var tx = Db.CreateTransaction();
-        _ = tx.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
-        _ = tx.HashIncrementAsync(StatsKey, "candidatesGenerated");
-        await tx.ExecuteAsync();
-    }
+    public Task RecordGeneratedAsync(string jobId, CandidateResult candidate) =>
+        _outage.RunAsync($"storing candidate {candidate.Index} of job {jobId}", () =>
+        {
+            var tx = Db.CreateTransaction();
+            _ = tx.HashSetAsync(CandidatesKey(jobId), candidate.Index.ToString(CultureInfo.InvariantCulture), JobJson.Write(candidate));
+            _ = tx.HashIncrementAsync(StatsKey, "candidatesGenerated");
+            return tx.ExecuteAsync();
+        });
 
     public async Task<CandidateResult?> LoadCandidateAsync(string jobId, int index)
     {
-        var value = await Db.HashGetAsync(CandidatesKey(jobId), index.ToString(CultureInfo.InvariantCulture));
+        var value = await _outage.RunAsync($"loading candidate {index} of job {jobId}", () => Db.HashGetAsync(CandidatesKey(jobId), index.ToString(CultureInfo.InvariantCulture)));
         return value.IsNullOrEmpty ? null : JobJson.Read<CandidateResult>(value!);
     }
 
     public async Task<long> GeneratedCandidatesAsync()
     {
-        var value = await Db.HashGetAsync(StatsKey, "candidatesGenerated");
+        var value = await _outage.RunAsync("reading statistics", () => Db.HashGetAsync(StatsKey, "candidatesGenerated"));
         return value.IsNullOrEmpty ? 0 : (long)value;
     }
 
-    public async Task CompleteAsync(JobResult result)
-    {
-        var tx = Db.CreateTransaction();
-        _ = tx.HashSetAsync(JobKey(result.JobId), [new("state", JobState.Completed.ToString()), new("result", JobJson.Write(result))]);
-        await EndTransaction(tx, result.JobId);
-    }
+    public Task CompleteAsync(JobResult result) =>
+        _outage.RunAsync($"recording the result of job {result.JobId}", () =>
+        {
+            var tx = Db.CreateTransaction();
+            _ = tx.HashSetAsync(JobKey(result.JobId), [new("state", JobState.Completed.ToString()), new("result", JobJson.Write(result))]);
+            return EndTransaction(tx, result.JobId);
+        });
 
-    public async Task EndAsync(string jobId, JobState state, string error)
-    {
-        var tx = Db.CreateTransaction();
-        _ = tx.HashSetAsync(JobKey(jobId), [new("state", state.ToString()), new("error", error)]);
-        await EndTransaction(tx, jobId);
-    }
+    public Task EndAsync(string jobId, JobState state, string error) =>
+        _outage.RunAsync($"recording the end of job {jobId}", () =>
+        {
+            var tx = Db.CreateTransaction();
+            _ = tx.HashSetAsync(JobKey(jobId), [new("state", state.ToString()), new("error", error)]);
+            return EndTransaction(tx, jobId);
+        });
 
-    private async Task EndTransaction(ITransaction tx, string jobId)
+    private Task<bool> EndTransaction(ITransaction tx, string jobId)
     {
         _ = tx.SetRemoveAsync(RunningKey, jobId);
         _ = tx.KeyExpireAsync(JobKey(jobId), retention);
         _ = tx.KeyExpireAsync(CandidatesKey(jobId), retention);
         _ = tx.KeyDeleteAsync(LeaseKey(jobId));
-        await tx.ExecuteAsync();
+        return tx.ExecuteAsync();
     }
 
     public async Task<IReadOnlyList<string>> RunningJobsAsync() =>
-        (await Db.SetMembersAsync(RunningKey)).Select(v => v.ToString()).ToList();
+        (await _outage.RunAsync("listing running jobs", () => Db.SetMembersAsync(RunningKey))).Select(v => v.ToString()).ToList();
 
-    public Task RenewLeaseAsync(string jobId, string owner, TimeSpan ttl) => Db.StringSetAsync(LeaseKey(jobId), owner, ttl);
+    public Task RenewLeaseAsync(string jobId, string owner, TimeSpan ttl) =>
+        _outage.RunAsync($"renewing the lease of job {jobId}", () => Db.StringSetAsync(LeaseKey(jobId), owner, ttl));
 
-    public Task<bool> HasLeaseAsync(string jobId) => Db.KeyExistsAsync(LeaseKey(jobId));
+    public Task<bool> HasLeaseAsync(string jobId) => _outage.RunAsync($"checking the lease of job {jobId}", () => Db.KeyExistsAsync(LeaseKey(jobId)));
 }

@@ -15,9 +15,11 @@ namespace MetaStone.Grains.Sweeps;
 /// </list>
 /// Ended sweeps expire after the retention period; the CLI has written their report by then.
 /// </summary>
-public sealed class RedisSweepStore(IConnectionMultiplexer redis, string serviceId, TimeSpan retention) : ISweepStore
+/// <remarks>Every operation rides out a Redis outage of up to the policy's tolerance (<see cref="RedisOutagePolicy"/>).</remarks>
+public sealed class RedisSweepStore(IConnectionMultiplexer redis, string serviceId, TimeSpan retention, RedisOutagePolicy? outage = null) : ISweepStore
 {
     private readonly string _prefix = $"metastone:{serviceId}:";
+    private readonly RedisOutagePolicy _outage = outage ?? new RedisOutagePolicy(RedisOutagePolicy.DefaultTolerance);
     private IDatabase Db => redis.GetDatabase();
 
     public string SweepKey(string id) => $"{_prefix}sweep:{id}";
@@ -25,7 +27,10 @@ public sealed class RedisSweepStore(IConnectionMultiplexer redis, string service
     public string LeaseKey(string id) => $"{_prefix}sweep:{id}:lease";
     public string RunningKey => $"{_prefix}sweeps:running";
 
-    public async Task<bool> CreateAsync(string sweepId, SweepRequest request, ModelInfo model, DateTimeOffset createdAt)
+    public Task<bool> CreateAsync(string sweepId, SweepRequest request, ModelInfo model, DateTimeOffset createdAt) =>
+        _outage.RunAsync($"accepting sweep {sweepId}", () => Create(sweepId, request, model, createdAt));
+
+    private async Task<bool> Create(string sweepId, SweepRequest request, ModelInfo model, DateTimeOffset createdAt)
     {
         var tx = Db.CreateTransaction();
         tx.AddCondition(Condition.KeyNotExists(SweepKey(sweepId)));
@@ -43,9 +48,9 @@ public sealed class RedisSweepStore(IConnectionMultiplexer redis, string service
 
     public async Task<StoredSweep?> LoadAsync(string sweepId)
     {
-        var fields = (await Db.HashGetAllAsync(SweepKey(sweepId))).ToDictionary(e => e.Name.ToString(), e => e.Value);
+        var fields = (await _outage.RunAsync($"loading sweep {sweepId}", () => Db.HashGetAllAsync(SweepKey(sweepId)))).ToDictionary(e => e.Name.ToString(), e => e.Value);
         if (fields.Count == 0) return null;
-        var items = await Db.HashGetAllAsync(ItemsKey(sweepId));
+        var items = await _outage.RunAsync($"loading sweep {sweepId}", () => Db.HashGetAllAsync(ItemsKey(sweepId)));
         return new StoredSweep
         {
             SweepId = sweepId,
@@ -59,7 +64,9 @@ public sealed class RedisSweepStore(IConnectionMultiplexer redis, string service
         };
     }
 
-    public async Task<int> StartRunAsync(string sweepId)
+    public Task<int> StartRunAsync(string sweepId) => _outage.RunAsync($"starting sweep {sweepId}", () => StartRun(sweepId));
+
+    private async Task<int> StartRun(string sweepId)
     {
         var tx = Db.CreateTransaction();
         var runs = tx.HashIncrementAsync(SweepKey(sweepId), "runs");
@@ -73,9 +80,12 @@ public sealed class RedisSweepStore(IConnectionMultiplexer redis, string service
     }
 
     public Task SaveItemAsync(string sweepId, SweepItemResult item) =>
-        Db.HashSetAsync(ItemsKey(sweepId), item.Item.ToString(CultureInfo.InvariantCulture), JobJson.Write(item));
+        _outage.RunAsync($"storing item {item.Item} of sweep {sweepId}", () => Db.HashSetAsync(ItemsKey(sweepId), item.Item.ToString(CultureInfo.InvariantCulture), JobJson.Write(item)));
 
-    public async Task EndAsync(string sweepId, SweepState state, string? error)
+    public Task EndAsync(string sweepId, SweepState state, string? error) =>
+        _outage.RunAsync($"recording the end of sweep {sweepId}", () => End(sweepId, state, error));
+
+    private async Task End(string sweepId, SweepState state, string? error)
     {
         var tx = Db.CreateTransaction();
         _ = tx.HashSetAsync(SweepKey(sweepId), [new("state", state.ToString()), new("error", error ?? "")]);
@@ -87,9 +97,10 @@ public sealed class RedisSweepStore(IConnectionMultiplexer redis, string service
     }
 
     public async Task<IReadOnlyList<string>> RunningSweepsAsync() =>
-        (await Db.SetMembersAsync(RunningKey)).Select(v => v.ToString()).ToList();
+        (await _outage.RunAsync("listing running sweeps", () => Db.SetMembersAsync(RunningKey))).Select(v => v.ToString()).ToList();
 
-    public Task RenewLeaseAsync(string sweepId, string owner, TimeSpan ttl) => Db.StringSetAsync(LeaseKey(sweepId), owner, ttl);
+    public Task RenewLeaseAsync(string sweepId, string owner, TimeSpan ttl) =>
+        _outage.RunAsync($"renewing the lease of sweep {sweepId}", () => Db.StringSetAsync(LeaseKey(sweepId), owner, ttl));
 
-    public Task<bool> HasLeaseAsync(string sweepId) => Db.KeyExistsAsync(LeaseKey(sweepId));
+    public Task<bool> HasLeaseAsync(string sweepId) => _outage.RunAsync($"checking the lease of sweep {sweepId}", () => Db.KeyExistsAsync(LeaseKey(sweepId)));
 }

@@ -9,14 +9,14 @@ namespace MetaStone.Training.Tasks;
 public sealed record CountdownTaskOptions
 {
     /// <summary>How many numbers a problem gives.</summary>
-    public int Count { get; init; } = 4;
+    public int Count { get; init; } = 3;
     public int MinNumber { get; init; } = 2;
-    public int MaxNumber { get; init; } = 9;
+    public int MaxNumber { get; init; } = 20;
     public int MinTarget { get; init; } = 10;
     /// <summary>Largest target, and the largest value any step of a reference attempt may reach (keeps the arithmetic two-digit).</summary>
     public int MaxValue { get; init; } = 99;
     /// <summary>Attempts a reference trace makes before it gives up (answers <c>none</c>): the search budget the policy imitates.</summary>
-    public int MaxAttempts { get; init; } = 5;
+    public int MaxAttempts { get; init; } = 3;
 
     public void Validate()
     {
@@ -39,23 +39,25 @@ public sealed record CountdownProblem(string Id, string Prompt, long Target, IRe
 /// succeeded is decidable from the text already written.
 /// </summary>
 /// <remarks>
-/// Trace format: one step per attempt. An attempt combines the numbers left to right in an order it picks, one
-/// operation at a time, each written out with its running value (<c>9 * 7 = 63, 63 + 3 = 66, …</c>); values stay
-/// in 1..<see cref="CountdownTaskOptions.MaxValue"/> and divisions are exact. The token right after a result
-/// depends on whether that result is the target: the target ends the step at once (<c>66 + 2 = 68.\n\n</c>, the
-/// step token follows the result's last digit), any other value is followed by <c>,</c> and either the next
-/// operation or, when the numbers are used up, <c>no</c> (<c>…, 71 + 5 = 76, no.\n\n</c>). So at the position the
-/// SPRM reads (the token before <c>.\n\n</c>) the policy has just had to decide "is this the target?" to predict
-/// its next token. After a success the answer follows (<c>&lt;/think&gt;\n\n\boxed{((9 * 7) + 3) + 2}</c>, fully
-/// parenthesised, left to right); after <see cref="CountdownTaskOptions.MaxAttempts"/> failed attempts the trace
-/// says so in a step of its own (<c>Out of attempts.\n\n</c>) and answers <c>\boxed{none}</c>: the policy states that its
-/// search failed, in text a head can read, as it stated each attempt's failure. Attempts are drawn uniformly (random order, random valid operations), never
-/// repeated within a trace, so the reference itself succeeds on only part of the problems: whether a trajectory
-/// is right depends on its search, not on its arithmetic.
+/// Trace format: one step per attempt. An attempt combines all the numbers left to right in an order it picks, one
+/// operation at a time, each result written out (<c>9 * 7 = 63, + 3 = 66, + 2 = 68</c>); values stay in
+/// 1..<see cref="CountdownTaskOptions.MaxValue"/> and divisions are exact. The attempt then checks itself in the
+/// open: it copies the target next to its result and says whether they are equal (<c>… + 2 = 68 vs 78, no.\n\n</c>,
+/// <c>… + 2 = 68 vs 68, yes.\n\n</c>). The check is local on purpose: the two numbers are a few tokens apart, so the
+/// policy can learn the comparison, and the token the SPRM reads (the one before <c>.\n\n</c>) is the policy's own
+/// verdict. (The first design ended a success right after the result and needed a comparison with the prompt's
+/// target 60 tokens back; a 4-layer policy never learned it: docs/experiments/search-family-attempt.md.) After a
+/// success the answer follows (<c>&lt;/think&gt;\n\n\boxed{((9 * 7) + 3) + 2}</c>, fully parenthesised, left to
+/// right); after <see cref="CountdownTaskOptions.MaxAttempts"/> failed attempts the trace says so in a step of its
+/// own (<c>Out of attempts.\n\n</c>) and answers <c>\boxed{none}</c>. Attempts are drawn uniformly (random order,
+/// random valid operations), never repeated within a trace, so the reference itself succeeds on only part of the
+/// problems: whether a trajectory is right depends on its search, not on its arithmetic.
 /// </remarks>
 public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
 {
     public const string GiveUpAnswer = "none";
+    /// <summary>Words of an attempt's check: <c>68 vs 78, no</c>.</summary>
+    public const string CompareWord = "vs", SuccessWord = "yes", FailureWord = "no";
     /// <summary>The step a trace ends its search with when its attempts are used up (before <c>\boxed{none}</c>).</summary>
     public const string GiveUpStep = "Out of attempts" + TaskChatFormat.StepEnd;
     private static readonly char[] OperatorOrder = ['+', '-', '*', '/'];
@@ -101,7 +103,7 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
                 if (++draws > 1000L * (count + 100))
                     throw new InvalidOperationException($"Could not draw {count} distinct '{split}' countdown problems; the options allow too few.");
                 var numbers = Enumerable.Range(0, Options.Count).Select(_ => random.NextInclusive(Options.MinNumber, Options.MaxNumber)).ToArray();
-                var attempt = DrawAttempt(numbers, target: null, random);
+                var attempt = DrawAttempt(numbers, random);
                 long target = attempt[^1].Result;
                 if (target < Options.MinTarget || target > Options.MaxValue) continue;
                 var canonical = CanonicalOf(target, numbers);
@@ -132,7 +134,7 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
             string step = "";
             for (int redraw = 0; redraw < 20; redraw++)
             {
-                ops = DrawAttempt(problem.Numbers, problem.Target, random);
+                ops = DrawAttempt(problem.Numbers, random);
                 step = FormatAttempt(ops, problem.Target);
                 if (tried.Add(step)) break;
             }
@@ -145,17 +147,21 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
         return text.ToString();
     }
 
-    /// <summary>A step: <c>9 * 7 = 63, 63 + 3 = 66, 66 + 2 = 68.\n\n</c> (target reached) or <c>…, 71 + 5 = 76, no.\n\n</c>.</summary>
+    /// <summary>
+    /// A step: <c>9 * 7 = 63, + 3 = 66, + 2 = 68 vs 68, yes.\n\n</c> (target reached) or <c>… + 5 = 76 vs 68, no.\n\n</c>.
+    /// The running value is not repeated after the first operation (keeps five attempts inside the context).
+    /// </summary>
     public static string FormatAttempt(IReadOnlyList<Operation> ops, long target)
     {
         var sb = new StringBuilder();
+        sb.Append(ops[0].Left.ToString(CultureInfo.InvariantCulture));
         for (int i = 0; i < ops.Count; i++)
         {
-            if (i > 0) sb.Append(", ");
+            if (i > 0) sb.Append(',');
             var o = ops[i];
-            sb.Append(CultureInfo.InvariantCulture, $"{o.Left} {o.Op} {o.Operand} = {o.Result}");
+            sb.Append(CultureInfo.InvariantCulture, $" {o.Op} {o.Operand} = {o.Result}");
         }
-        sb.Append(ops[^1].Result == target ? "" : ", no").Append(TaskChatFormat.StepEnd);
+        sb.Append(CultureInfo.InvariantCulture, $" {CompareWord} {target}, ").Append(ops[^1].Result == target ? SuccessWord : FailureWord).Append(TaskChatFormat.StepEnd);
         return sb.ToString();
     }
 
@@ -173,10 +179,10 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
     }
 
     /// <summary>
-    /// A random attempt: a random order of the numbers, then for each next number a uniformly chosen operation that keeps
-    /// the running value in 1..MaxValue with exact division; stops early when the running value is <paramref name="target"/>.
+    /// A random attempt: a random order of all the numbers, then for each next number a uniformly chosen operation that keeps
+    /// the running value in 1..MaxValue with exact division. An attempt always uses every number and is checked once, at its end.
     /// </summary>
-    private List<Operation> DrawAttempt(IReadOnlyList<long> numbers, long? target, SplitMix64 random)
+    private List<Operation> DrawAttempt(IReadOnlyList<long> numbers, SplitMix64 random)
     {
         var order = numbers.ToArray();
         for (int i = order.Length - 1; i > 0; i--)
@@ -197,7 +203,6 @@ public sealed partial class CountdownTask(CountdownTaskOptions? options = null)
             long result = Apply(value, chosen, order[i])!.Value;
             ops.Add(new Operation(value, chosen, order[i], result));
             value = result;
-            if (target == value) break;
         }
         return ops;
     }

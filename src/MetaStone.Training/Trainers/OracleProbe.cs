@@ -40,21 +40,23 @@ public static partial class OracleProbe
         return m.Success && CountdownTask.Apply(Num(m, "a"), m.Groups["op"].Value[0], Num(m, "b")) == Num(m, "r");
     }
 
+    /// <summary>
+    /// True when an attempt (<c>9 * 7 = 63, + 3 = 66, + 2 = 68 vs 68, yes</c>) is true arithmetic on the given numbers (each at
+    /// most once) and its final value is the target. What the attempt says of itself (yes / no) is not trusted.
+    /// </summary>
     public static bool SearchStepSucceeds(string step, CountdownSpec spec)
     {
-        var parts = step.Trim().Split(", ");
-        // "Out of attempts" (the give-up step) fails by definition; so does an attempt that says "no".
-        if (parts.Length == 0 || parts[^1] == "no") return false;
+        var m = SearchStep().Match(step.Trim());
+        if (!m.Success) return false;   // "Out of attempts" (the give-up step) fails by definition
         var available = spec.Numbers.GroupBy(n => n).ToDictionary(g => g.Key, g => g.Count());
         bool Take(long n) { if (!available.TryGetValue(n, out var c) || c == 0) return false; available[n] = c - 1; return true; }
-        long? running = null;
-        foreach (var part in parts)
+        long running = long.Parse(m.Groups["first"].Value, CultureInfo.InvariantCulture);
+        if (!Take(running)) return false;
+        var ops = m.Groups["op"].Captures; var operands = m.Groups["b"].Captures; var results = m.Groups["r"].Captures;
+        for (int i = 0; i < ops.Count; i++)
         {
-            var m = ChainStep().Match(part);
-            if (!m.Success) return false;
-            long a = Num(m, "a"), b = Num(m, "b"), r = Num(m, "r");
-            if (running is null ? !Take(a) : running != a) return false;
-            if (!Take(b) || CountdownTask.Apply(a, m.Groups["op"].Value[0], b) != r) return false;
+            long b = long.Parse(operands[i].Value, CultureInfo.InvariantCulture), r = long.Parse(results[i].Value, CultureInfo.InvariantCulture);
+            if (!Take(b) || CountdownTask.Apply(running, ops[i].Value[0], b) != r) return false;
             running = r;
         }
         return running == spec.Target;
@@ -64,6 +66,9 @@ public static partial class OracleProbe
 
     [GeneratedRegex(@"^(?<a>-?\d+) (?<op>[-+*/]) (?<b>\d+) = (?<r>-?\d+)$", RegexOptions.CultureInvariant)]
     private static partial Regex ChainStep();
+
+    [GeneratedRegex(@"^(?<first>\d+)(?:,? (?<op>[-+*/]) (?<b>\d+) = (?<r>-?\d+))+ vs -?\d+, (?:yes|no)$", RegexOptions.CultureInvariant)]
+    private static partial Regex SearchStep();
 
     /// <summary>
     /// Trains the probe (standardized features, plain BCE on oracle labels, AdamW lr 1e-3, batch 512) and returns one log line per

@@ -88,8 +88,17 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
                 var (inputs, targets, count) = MakeBatch(problems, pad);
                 tokens += count;
                 optimizer.zero_grad();
-                var logits = model.ForwardFull(inputs).Logits;
-                var l = F.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), ignore_index: -100);
+                var logits = model.ForwardFull(inputs).Logits.view(-1, model.Config.VocabSize);
+                Tensor l;
+                if (decisionTokenIds.Count == 0)
+                    l = F.cross_entropy(logits, targets.view(-1), ignore_index: -100);
+                else
+                {
+                    // Weighted mean over response tokens: the verdict tokens count DecisionTokenWeight times (see the recipe).
+                    using var weights = TokenWeights(targets);
+                    var perToken = F.cross_entropy(logits, targets.view(-1), ignore_index: -100, reduction: nn.Reduction.None);
+                    l = perToken.mul(weights).sum().div(weights.sum());
+                }
                 l.backward();
                 nn.utils.clip_grad_norm_(parameters, recipe.ClipNorm);
                 optimizer.step();
@@ -102,6 +111,23 @@ public sealed class PolicyTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer
         }
         model.eval();
         return model;
+    }
+
+    /// <summary>
+    /// Token ids whose loss is weighted by <see cref="TrainingRecipe.DecisionTokenWeight"/>: the first token of each of
+    /// <see cref="TrainingRecipe.DecisionWords"/> (with its leading space, as it follows ", " in a trace). Empty when the weight is 1.
+    /// </summary>
+    private readonly HashSet<long> decisionTokenIds = recipe.DecisionTokenWeight == 1.0 ? [] :
+        [.. recipe.DecisionWords.Select(w => (long)tokenizer.Encode(" " + w)[0])];
+
+    /// <summary>Per-target-position weights (flattened): 0 where ignored, DecisionTokenWeight on a verdict token, 1 elsewhere.</summary>
+    public Tensor TokenWeights(Tensor targets)
+    {
+        var ids = targets.view(-1).data<long>().ToArray();
+        var weights = new float[ids.Length];
+        for (int i = 0; i < ids.Length; i++)
+            weights[i] = ids[i] == -100 ? 0f : decisionTokenIds.Contains(ids[i]) ? (float)recipe.DecisionTokenWeight : 1f;
+        return tensor(weights);
     }
 
     /// <summary>Right-padded batch; targets are the next token on response positions, -100 elsewhere.</summary>
