@@ -42,6 +42,61 @@ public sealed class CliClusterVerbTests(ProcessClusterFixture cluster)
         Assert.Equal(2, (await RunAsync("status", "some-job")).ExitCode); // no cluster named
     }
 
+    /// <summary>The real CLI process (stdin and stderr are its own), with a deadline.</summary>
+    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunProcessAsync(string? stdin, params string[] args)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("dotnet")
+        {
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        info.ArgumentList.Add(SiloProcess.CliDll());
+        foreach (var a in args) info.ArgumentList.Add(a);
+        info.Environment["DOTNET_gcServer"] = "0";
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null) await process.StandardInput.WriteAsync(stdin);
+        process.StandardInput.Close();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        try { await process.WaitForExitAsync(deadline.Token); }
+        catch (OperationCanceledException) { process.Kill(); throw new TimeoutException($"metastone {string.Join(' ', args)} did not exit within 3 minutes"); }
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Issue 11: a bad effort used to be reported only after the embedded silo had started (4–8 s); it is checked first now.</summary>
+    [Fact]
+    public async Task AskChecksTheRequestBeforeStartingAnEmbeddedSilo()
+    {
+        // The model directory does not exist either: the effort error proves the request was checked before the silo was set up.
+        var (code, _, stderr) = await RunProcessAsync(null, "ask", "hello", "--effort", "extreme", "--model", "/nonexistent/model");
+        Assert.Equal(2, code);
+        Assert.Contains("unknown effort 'extreme'", stderr);
+        var (none, _, noPrompt) = await RunProcessAsync(null, "ask", "--k", "2");
+        Assert.Equal(2, none);
+        Assert.Contains("no question given", noPrompt);
+    }
+
+    /// <summary>Long prompts come from a file (<c>--prompt-file</c>) or standard input (<c>-</c>); the trailing newline is not part of the question.</summary>
+    [Fact]
+    public async Task AskReadsTheQuestionFromAFileOrStandardInput()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllTextAsync(file, TestModel.Prompt(3) + "\n");
+            var (code, stdout, stderr) = await RunProcessAsync(null, "ask", "--prompt-file", file, "--model", TestModel.Directory, "--k", "2", "--max-new-tokens", "8", "--json");
+            Assert.True(code == 0, stderr);
+            using (var json = JsonDocument.Parse(stdout))
+                Assert.Equal(TestModel.Prompt(3), json.RootElement.GetProperty("request").GetProperty("prompt").GetString());
+
+            var (piped, pipedOut, pipedErr) = await RunProcessAsync(TestModel.Prompt(4) + "\n", "ask", "-", "--model", TestModel.Directory, "--k", "2", "--max-new-tokens", "8", "--json");
+            Assert.True(piped == 0, pipedErr);
+            using (var json = JsonDocument.Parse(pipedOut))
+                Assert.Equal(TestModel.Prompt(4), json.RootElement.GetProperty("request").GetProperty("prompt").GetString());
+        }
+        finally { File.Delete(file); }
+    }
+
     [Fact]
     public async Task SweepDetachWatchAndCancelWorkAgainstACluster()
     {

@@ -59,7 +59,8 @@ public sealed class ClusterCliOptions
 /// <summary>Options describing one job (ask and submit).</summary>
 public sealed class JobCliOptions
 {
-    public Argument<string> Prompt { get; } = new("prompt") { Description = "The question." };
+    public Argument<string?> Prompt { get; } = new("prompt") { Description = "The question; - reads it from standard input.", Arity = ArgumentArity.ZeroOrOne };
+    public Option<string?> PromptFile { get; } = new("--prompt-file") { Description = "Read the question from this file (UTF-8) instead of the argument.", HelpName = "FILE" };
     public Option<string?> Effort { get; } = new("--effort") { Description = "low | medium | high = k 2 / 8 / 32 (default medium).", HelpName = "low|medium|high" };
     public Option<int?> K { get; } = new("--k") { Description = "Explicit number of candidates (1–256); overrides --effort." };
     public Option<int?> Budget { get; } = new("--budget") { Description = "Thinking budget in tokens." };
@@ -71,12 +72,37 @@ public sealed class JobCliOptions
     public void AddTo(Command command)
     {
         command.Add(Prompt);
-        foreach (var option in new Option[] { Effort, K, Budget, MaxNewTokens, Temperature, Selection, Seed }) command.Add(option);
+        foreach (var option in new Option[] { PromptFile, Effort, K, Budget, MaxNewTokens, Temperature, Selection, Seed }) command.Add(option);
     }
 
-    public JobRequest Request(ParseResult parse) => new()
+    /// <summary>
+    /// The request the options describe, checked by the cluster's own rules (<see cref="MetaStone.Grains.Jobs.JobRequestRules"/>) before
+    /// anything starts: a bad effort or k is reported at once, not after an embedded silo took seconds to load.
+    /// </summary>
+    public JobRequest Request(ParseResult parse)
     {
-        Prompt = parse.GetValue(Prompt) ?? "",
+        var request = Unchecked(parse);
+        MetaStone.Grains.Jobs.JobRequestRules.Validate(request);
+        return request;
+    }
+
+    private string ReadPrompt(ParseResult parse)
+    {
+        string? argument = parse.GetValue(Prompt);
+        if (parse.GetValue(PromptFile) is { } file)
+        {
+            if (argument is not null) throw new ArgumentException("give the question either as an argument or with --prompt-file, not both");
+            try { return File.ReadAllText(file).TrimEnd('\r', '\n'); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ArgumentException($"cannot read --prompt-file '{file}': {e.Message}"); }
+        }
+        // A file or pipe usually ends with a newline that is not part of the question.
+        if (argument == "-") return Console.In.ReadToEnd().TrimEnd('\r', '\n');
+        return argument ?? throw new ArgumentException("no question given: pass it as an argument, with --prompt-file FILE, or as - to read standard input");
+    }
+
+    private JobRequest Unchecked(ParseResult parse) => new()
+    {
+        Prompt = ReadPrompt(parse),
         Effort = parse.GetValue(Effort),
         K = parse.GetValue(K),
         ThinkingBudget = parse.GetValue(Budget),
