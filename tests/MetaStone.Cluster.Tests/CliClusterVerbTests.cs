@@ -40,6 +40,13 @@ public sealed class CliClusterVerbTests(ProcessClusterFixture cluster)
         Assert.Equal(2, (await RunAsync("ask", TestModel.Prompt(), "--model", TestModel.Directory, "--effort", "extreme")).ExitCode);
         Assert.Equal(2, (await RunAsync("ask", "hello", "--model", "/nonexistent/model")).ExitCode);
         Assert.Equal(2, (await RunAsync("status", "some-job")).ExitCode); // no cluster named
+
+        // With --json the error is the JSON document on stdout too (exit code per the one scheme, ExitCodes).
+        var (code, json) = await RunAsync("ask", "hello", "--effort", "extreme", "--json");
+        Assert.Equal(ExitCodes.BadInput, code);
+        using var error = JsonDocument.Parse(json);
+        Assert.Equal(2, error.RootElement.GetProperty("error").GetProperty("exitCode").GetInt32());
+        Assert.Contains("unknown effort 'extreme'", error.RootElement.GetProperty("error").GetProperty("message").GetString());
     }
 
     /// <summary>The real CLI process (stdin and stderr are its own), with a deadline.</summary>

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Net;
 using System.Net.Sockets;
 using MetaStone.Client;
@@ -8,25 +9,28 @@ namespace MetaStone.Cli.Cluster;
 /// <summary>Shared plumbing of the cluster verbs: turning cluster errors into one clear line and an exit code.</summary>
 public static class ClusterVerb
 {
-    /// <summary>Runs a verb body; a bad request or setting is exit code 2, a failed or unknown job 1.</summary>
-    public static async Task<int> RunAsync(Func<Task<int>> body)
+    /// <summary>
+    /// Runs a verb body and maps its errors to one line on stderr and an exit code of <see cref="ExitCodes"/>. With <c>--json</c>
+    /// set, the error is also the one JSON document on stdout (<c>{"error": {"message": …, "exitCode": …}}</c>), so a script
+    /// that parses stdout gets JSON either way.
+    /// </summary>
+    public static async Task<int> RunAsync(ParseResult parse, Func<Task<int>> body)
     {
         try { return await body(); }
-        catch (ArgumentException e) { return Fail(e.Message, 2); }
-        catch (ClusterBusyException e) { return Fail(e.Message, BusyExitCode); }
-        catch (KeyNotFoundException e) { return Fail(e.Message, 1); }
-        catch (OperationCanceledException e) { return Fail(e.Message, 130); }
-        catch (InvalidOperationException e) { return Fail(e.Message, 1); }
-        catch (DirectoryNotFoundException e) { return Fail(e.Message, 2); }
-        catch (Exception e) when (MetaStoneClient.IsTransient(e)) { return Fail($"the cluster did not answer: {e.Message}", 1); }
+        catch (ArgumentException e) { return Fail(parse, e.Message, ExitCodes.BadInput); }
+        catch (ClusterBusyException e) { return Fail(parse, e.Message, ExitCodes.Busy); }
+        catch (KeyNotFoundException e) { return Fail(parse, e.Message, ExitCodes.Failed); }
+        catch (OperationCanceledException e) { return Fail(parse, e.Message, ExitCodes.Interrupted); }
+        catch (InvalidOperationException e) { return Fail(parse, e.Message, ExitCodes.Failed); }
+        catch (DirectoryNotFoundException e) { return Fail(parse, e.Message, ExitCodes.BadInput); }
+        catch (Exception e) when (MetaStoneClient.IsTransient(e)) { return Fail(parse, $"the cluster did not answer: {e.Message}", ExitCodes.Failed); }
     }
 
-    /// <summary>Exit code of a submission refused by admission control: sysexits' EX_TEMPFAIL, "try again later".</summary>
-    public const int BusyExitCode = 75;
-
-    private static int Fail(string message, int code)
+    private static int Fail(ParseResult parse, string message, int code)
     {
         Console.Error.WriteLine($"error: {message}");
+        if (parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--json") is Option<bool> json && parse.GetValue(json))
+            JsonOutput.Write(parse.InvocationConfiguration.Output, new { error = new { message, exitCode = code } });
         return code;
     }
 

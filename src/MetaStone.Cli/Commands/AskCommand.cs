@@ -23,7 +23,7 @@ public sealed class AskCommand : ICliVerb
         command.Add(model);
         command.Add(device);
         command.Add(json);
-        command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(parse, async () =>
         {
             var request = job.Request(parse);
             EmbeddedCluster? embedded = null;

@@ -24,7 +24,7 @@ internal static class BenchClusterCommand
         {
             silos, redis, model, stepMs, seqMs, slots, tokens, skipScaling, skipReal, json,
         };
-        cluster.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        cluster.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             int[] counts;
             try { counts = parse.GetValue(silos)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(); }

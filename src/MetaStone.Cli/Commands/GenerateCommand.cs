@@ -20,7 +20,7 @@ public sealed class GenerateCommand : ICliVerb
     /// <summary>Bad arguments or an unusable model directory.</summary>
     public const int UsageErrorExitCode = 2;
     /// <summary>Interrupted (Ctrl-C), as shells report SIGINT.</summary>
-    public const int CancelledExitCode = 130;
+    public const int CancelledExitCode = ExitCodes.Interrupted;
     /// <summary>Characters of each candidate's text shown in the listing (the winner is printed in full).</summary>
     public const int PreviewLength = 120;
     /// <summary>Step scores shown per candidate in the text listing (JSON has all of them).</summary>

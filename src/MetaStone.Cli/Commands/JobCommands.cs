@@ -16,7 +16,7 @@ public sealed class SubmitCommand : ICliVerb
         job.AddTo(command);
         cluster.AddTo(command);
         command.Add(json);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             await using var client = await MetaStoneClient.ConnectAsync(cluster.RequiredConnection(parse), ct);
             string id = await client.SubmitAsync(job.Request(parse), cancellationToken: ct);
@@ -38,7 +38,7 @@ public sealed class WatchCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("watch", "Follow a job's progress (candidates started / finished with scores, best so far) until it ends.") { jobId, json };
         cluster.AddTo(command);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             await using var client = await MetaStoneClient.ConnectAsync(cluster.RequiredConnection(parse), ct);
             string id = parse.GetValue(jobId)!;
@@ -68,7 +68,7 @@ public sealed class StatusCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("status", "Show a job's state, candidates finished and best score so far.") { jobId, json };
         cluster.AddTo(command);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             await using var client = await MetaStoneClient.ConnectAsync(cluster.RequiredConnection(parse), ct);
             var status = await client.GetStatusAsync(parse.GetValue(jobId)!, ct);
@@ -91,7 +91,7 @@ public sealed class ResultCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("result", "Print a finished job's answer, score and candidate table.") { jobId, wait, json };
         cluster.AddTo(command);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             await using var client = await MetaStoneClient.ConnectAsync(cluster.RequiredConnection(parse), ct);
             string id = parse.GetValue(jobId)!;
@@ -120,7 +120,7 @@ public sealed class CancelCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("cancel", "Cancel a running job.") { jobId, reason, json };
         cluster.AddTo(command);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             await using var client = await MetaStoneClient.ConnectAsync(cluster.RequiredConnection(parse), ct);
             var status = await client.CancelAsync(parse.GetValue(jobId)!, parse.GetValue(reason)!, ct);

@@ -28,7 +28,7 @@ public sealed class SiloCommand : ICliVerb
         {
             redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine, grace, outage,
         };
-        command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(parse, async () =>
         {
             var settings = new SiloSettings
             {

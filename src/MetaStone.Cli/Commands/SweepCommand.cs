@@ -47,7 +47,7 @@ public sealed class SweepCommand : ICliVerb
             dataset, problems, family, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
         };
         cluster.AddTo(command);
-        command.SetAction((parse, ct) => ClusterVerb.RunAsync(async () =>
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
             var connection = cluster.Connection(parse);
             string? watchId = parse.GetValue(watch);
