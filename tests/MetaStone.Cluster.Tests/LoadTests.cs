@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using MetaStone.Cli.Cluster;
 using MetaStone.Client;
 using MetaStone.Cluster.Tests.Infrastructure;
 using MetaStone.Contracts;
@@ -26,54 +26,30 @@ public sealed class LoadTests(ITestOutputHelper output)
         await using var a = await SiloProcess.StartAsync("load-a", redis.ConnectionString, clusterId, env);
         await using var b = await SiloProcess.StartAsync("load-b", redis.ConnectionString, clusterId, env);
         var connection = new ClusterConnection(redis.ConnectionString, clusterId, clusterId);
-        var clients = new List<MetaStoneClient>();
-        try
+        await using (var probe = await MetaStoneClient.ConnectAsync(connection))
         {
-            for (int c = 0; c < Clients; c++) clients.Add(await MetaStoneClient.ConnectAsync(connection));
             var deadline = DateTime.UtcNow.AddSeconds(30);
-            while ((await clients[0].GetReplicasAsync()).Count < 2 && DateTime.UtcNow < deadline) await Task.Delay(100);
-
-            using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(9)); // under test.sh's 10-minute blame-hang limit
-            var clock = Stopwatch.StartNew();
-            var jobs = Enumerable.Range(0, Clients * JobsPerClient).Select(async j =>
-            {
-                var client = clients[j % Clients];
-                var started = clock.Elapsed;
-                try
-                {
-                    var result = await client.RunAsync(new JobRequest
-                    {
-                        Prompt = TestModel.Prompt(j), K = K, ThinkingBudget = 200, MaxNewTokens = 512, Temperature = 1.0, Seed = 1000 * j,
-                    }, patience.Token);
-                    return (Job: j, Latency: clock.Elapsed - started, Result: (JobResult?)result, Error: (Exception?)null);
-                }
-                catch (Exception e) { return (Job: j, Latency: clock.Elapsed - started, Result: (JobResult?)null, Error: (Exception?)e); }
-            }).ToList();
-            var outcomes = await Task.WhenAll(jobs);
-            clock.Stop();
-
-            var failed = outcomes.Where(o => o.Error is not null).ToList();
-            var latencies = outcomes.Select(o => o.Latency.TotalSeconds).Order().ToArray();
-            output.WriteLine($"{outcomes.Length} jobs × k = {K} from {Clients} clients in {clock.Elapsed.TotalSeconds:F1} s: " +
-                $"{outcomes.Length / clock.Elapsed.TotalSeconds:F2} jobs/s, p50 {latencies[latencies.Length / 2]:F1} s, " +
-                $"p99 {latencies[(int)Math.Ceiling(latencies.Length * 0.99) - 1]:F1} s, failed {failed.Count}");
-            Assert.True(failed.Count == 0, "failed jobs: " + string.Join("; ", failed.Select(f => $"{f.Job}: {f.Error!.Message}")));
-            Assert.All(outcomes, o => Assert.Equal(Enumerable.Range(0, K), o.Result!.Candidates.Select(c => c.Index).Order()));
-
-            // Nothing lost: every job is stored as completed and none is left running.
-            var store = new RedisJobStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
-            foreach (var o in outcomes) Assert.Equal(JobState.Completed, (await store.LoadAsync(o.Result!.JobId))!.State);
-            Assert.Empty(await store.RunningJobsAsync());
-            foreach (var silo in new[] { a, b })
-            {
-                Assert.False(silo.HasExited, $"{silo.Name} exited");
-                Assert.DoesNotContain("Scalar.h", silo.Output);
-                Assert.DoesNotContain("toFloat", silo.Output);
-            }
+            while ((await probe.GetReplicasAsync()).Count < 2 && DateTime.UtcNow < deadline) await Task.Delay(100);
         }
-        finally
+        // The same code as `metastone bench load` (LoadBenchmark); 9 minutes: under test.sh's 10-minute blame-hang limit.
+        var report = await LoadBenchmark.RunAsync(connection, new LoadSettings
         {
-            foreach (var client in clients) await client.DisposeAsync();
+            Clients = Clients, JobsPerClient = JobsPerClient, K = K, ThinkingBudget = 200, MaxNewTokens = 512, Temperature = 1.0,
+            Deadline = TimeSpan.FromMinutes(9), Prompt = TestModel.Prompt,
+        });
+        foreach (var line in report.ToLines()) output.WriteLine(line);
+        Assert.True(report.Failed == 0 && report.Lost == 0 && report.Busy == 0, string.Join("\n", report.ToLines()));
+        Assert.Equal(Clients * JobsPerClient, report.Completed);
+        Assert.Equal(0, report.IncompleteResults);
+
+        // Nothing lost: no job is left running in the store.
+        var store = new RedisJobStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
+        Assert.Empty(await store.RunningJobsAsync());
+        foreach (var silo in new[] { a, b })
+        {
+            Assert.False(silo.HasExited, $"{silo.Name} exited");
+            Assert.DoesNotContain("Scalar.h", silo.Output);
+            Assert.DoesNotContain("toFloat", silo.Output);
         }
     }
 }

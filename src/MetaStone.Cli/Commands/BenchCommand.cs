@@ -16,6 +16,7 @@ public sealed class BenchCommand : ICliVerb
         var command = new Command("bench", "Performance measurements on this machine.");
         command.Add(CreateEngineCommand());
         command.Add(BenchClusterCommand.Create());
+        command.Add(BenchLoadCommand.Create());
         return command;
     }
 

@@ -1,0 +1,65 @@
+using System.CommandLine;
+using MetaStone.Cli.Cluster;
+using MetaStone.Cli.Training;
+using MetaStone.Client;
+
+namespace MetaStone.Cli.Commands;
+
+/// <summary>
+/// <c>metastone bench load [--cluster host:port | --silos N] [--clients 8] [--jobs-per-client 25] [--k 8] [--json]</c>: many clients
+/// at once against a cluster (a running one, or silo processes with the real model and a private redis-server started for the run).
+/// </summary>
+/// <remarks>A subcommand of <see cref="BenchCommand"/>.</remarks>
+internal static class BenchLoadCommand
+{
+    public static Command Create()
+    {
+        var cluster = new ClusterCliOptions();
+        var silos = new Option<int>("--silos") { Description = "Without --cluster: silo processes to start (real model, private redis-server).", DefaultValueFactory = _ => 2 };
+        var model = new Option<string?>("--model") { Description = "Without --cluster: model of the silos (default: models/metastone-tiny)." };
+        var clients = new Option<int>("--clients") { Description = "Client connections, each with its jobs in flight at once.", DefaultValueFactory = _ => 8 };
+        var perClient = new Option<int>("--jobs-per-client") { DefaultValueFactory = _ => 25 };
+        var k = new Option<int>("--k") { Description = "Candidates per job.", DefaultValueFactory = _ => 8 };
+        var budget = new Option<int>("--budget") { Description = "Thinking budget in tokens.", DefaultValueFactory = _ => 200 };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 512 };
+        var minutes = new Option<double>("--deadline-minutes") { Description = "Jobs not ended by then count as lost.", DefaultValueFactory = _ => 30 };
+        var json = JsonOutput.CreateOption();
+        var command = new Command("load", "Concurrent clients against a cluster: jobs/s, p50/p99 latency, failed, refused (busy) and lost jobs.")
+        {
+            silos, model, clients, perClient, k, budget, maxNew, minutes, json,
+        };
+        cluster.AddTo(command);
+        command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
+        {
+            var settings = new LoadSettings
+            {
+                Clients = parse.GetValue(clients), JobsPerClient = parse.GetValue(perClient), K = parse.GetValue(k),
+                ThinkingBudget = parse.GetValue(budget), MaxNewTokens = parse.GetValue(maxNew), Deadline = TimeSpan.FromMinutes(parse.GetValue(minutes)),
+            };
+            settings.Validate();
+            await using var group = new SiloProcessGroup();
+            var connection = cluster.Connection(parse);
+            if (connection is null)
+            {
+                int n = parse.GetValue(silos);
+                if (n is < 1 or > 16) throw new ArgumentException($"--silos must be 1–16 (got {n})");
+                string redis = await group.StartRedisAsync();
+                string clusterId = $"load-{Guid.NewGuid():N}"[..16];
+                string modelDir = Path.GetFullPath(parse.GetValue(model) ?? RepoPaths.DefaultModel);
+                Console.Error.WriteLine($"starting {n} silo process(es) with {modelDir} and a private redis-server at {redis}…");
+                await group.StartSilosAsync(n, i => new Dictionary<string, string>
+                {
+                    ["MetaStone__Name"] = $"load{i}", ["MetaStone__Model"] = modelDir, ["MetaStone__Redis"] = redis,
+                    ["MetaStone__ClusterId"] = clusterId, ["MetaStone__ServiceId"] = clusterId, ["MetaStone__MaxBatch"] = "16",
+                    ["MetaStone__ComputeThreads"] = "1",
+                }, TimeSpan.FromMinutes(3));
+                connection = new ClusterConnection(redis, clusterId, clusterId);
+            }
+            var report = await LoadBenchmark.RunAsync(connection, settings, line => Console.Error.WriteLine(line), ct);
+            if (parse.GetValue(json)) JsonOutput.Write(parse.InvocationConfiguration.Output, report);
+            else foreach (var line in report.ToLines()) parse.InvocationConfiguration.Output.WriteLine(line);
+            return report.Failed + report.Lost == 0 ? ExitCodes.Ok : ExitCodes.Failed;
+        }));
+        return command;
+    }
+}
