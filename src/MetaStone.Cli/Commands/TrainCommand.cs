@@ -24,7 +24,7 @@ public sealed class TrainCommand : ICliVerb
         var recipeFile = new Option<string?>("--recipe") { Description = "A recipe JSON file (see the model card) instead of the built-in one." };
         var headOnly = new Option<bool>("--head-only") { Description = "Keep an existing policy and retrain only the SPRM head (sampling + head phases of the recipe)." };
         var policyDir = new Option<string?>("--policy") { Description = "With --head-only: the model directory whose policy is reused (default: the output directory)." };
-        var preset = new Option<string?>("--preset") { Description = "A built-in recipe: full (the shipped chain-only model, default), smoke, or both-families (the issue-10 chain + search recipe)." };
+        var preset = new Option<string?>("--preset") { Description = "A built-in recipe: full (the shipped two-family model, default), smoke, or chain-only (the earlier chain-only model)." };
         var probe = new Option<bool>("--probe") { Description = "The recipe's gate: sample like the head phase with the policy of --policy (default: the output directory) and train the oracle-label probe (docs/experiments/search-family-attempt.md); prints per-family dev figures and writes nothing to the model directory." };
         var json = JsonOutput.CreateOption();
         var command = new Command("train", "Train the tiny reflective model (policy + SPRM head) and write a Hugging Face style directory with its model card.")
@@ -42,8 +42,8 @@ public sealed class TrainCommand : ICliVerb
                 {
                     case "full": recipe = TrainingRecipe.Full; break;
                     case "smoke": recipe = TrainingRecipe.Smoke; break;
-                    case "both-families": recipe = TrainingRecipe.BothFamilies; break;
-                    case var other: Console.Error.WriteLine($"error: --preset must be full, smoke or both-families, got '{other}'"); return 2;
+                    case "chain-only": recipe = TrainingRecipe.ChainOnly; break;
+                    case var other: Console.Error.WriteLine($"error: --preset must be full, smoke or chain-only, got '{other}'"); return 2;
                 }
             }
             if (parseResult.GetValue(seed) is long s) recipe = recipe with { Seed = s };
@@ -75,7 +75,7 @@ public sealed class TrainCommand : ICliVerb
                 return 2;
             }
             if (!onlyHead && parseResult.GetValue(policyDir) is not null) { stderr.WriteLine("error: --policy only goes with --head-only or --probe"); return 2; }
-            stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}{(policyFrom is null ? "" : $"; head only, policy from {policyFrom}")}");
+            stderr.WriteLine($"[train] recipe {(parseResult.GetValue(smoke) ? "smoke" : parseResult.GetValue(preset) ?? "full")}: {recipe.Layers} layers × hidden {recipe.HiddenSize}, {recipe.PolicySteps} policy steps × batch {recipe.BatchSize}, SPRM on {recipe.SprProblems}×{recipe.SprSamplesPerProblem} samples; seed {recipe.Seed}{(policyFrom is null ? "" : $"; head only, policy from {policyFrom}")}");
             stderr.WriteLine($"[train] output {outDir}, work {workDir}");
             var bar = new ProgressLine();
             var clock = Stopwatch.StartNew();
@@ -100,7 +100,7 @@ public sealed class TrainCommand : ICliVerb
                 bar.End();
                 File.WriteAllText(Path.Combine(outDir, "eval.json"), System.Text.Json.JsonSerializer.Serialize(report, JsonOutput.SerializerOptions));
             }
-            string commandLine = "metastone train" + (parseResult.GetValue(smoke) ? " --smoke" : "") + (parseResult.GetValue(seed) is long sd ? $" --seed {sd}" : "")
+            string commandLine = "metastone train" + (parseResult.GetValue(smoke) ? " --smoke" : "") + (parseResult.GetValue(preset) is string pr ? $" --preset {pr}" : "") + (parseResult.GetValue(seed) is long sd ? $" --seed {sd}" : "")
                 + (parseResult.GetValue(policySteps) is int p2 ? $" --policy-steps {p2}" : "")
                 + (onlyHead ? " --head-only" + (parseResult.GetValue(policyDir) is string pd ? $" --policy {pd}" : "") : "")
                 + (parseResult.GetValue(recipeFile) is string rf2 ? $" --recipe {rf2}" : "");

@@ -9,7 +9,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace MetaStone.Training.Trainers;
 
 /// <summary>
-/// The gate of issue 10 (after models/metastone-tiny/ANALYSIS.md): a head of the same shape trained with plain BCE against <em>oracle</em> per-step labels
+/// The gate of issue 10 (after docs/experiments/chain-only-analysis.md): a head of the same shape trained with plain BCE against <em>oracle</em> per-step labels
 /// (parsed from the step text with the task's rules, which the shipped head never sees) on the same frozen
 /// hidden_states[-2] features. If even this probe cannot rank a problem's own samples, no SPR-loss head on these
 /// features can, and the task or trace format has to change, not the head. It is a diagnostic only: nothing it

@@ -176,6 +176,9 @@ public sealed class SprTrainer(TrainingRecipe recipe, QwenTokenizer tokenizer, S
                     "dev-best-of-n" => d.BestOfN + 1e-3 * d.Auroc,
                     _ => epoch,
                 };
+                // A head trained on until its scores saturate ties many candidates at the top (selection then falls to the
+                // lowest index): an epoch with more ties than allowed in some family loses to every epoch within the limit.
+                if (d.Families.Any(f => f.TiesAtTop > recipe.SprMaxDevTies)) metric -= 10;
                 if (metric > bestMetric)
                 {
                     bestMetric = metric;
