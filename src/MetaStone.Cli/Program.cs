@@ -1,4 +1,4 @@
 using MetaStone.Cli;
 
 // Verbs are discovered (see CliRootCommand), so adding one never touches this file.
-return await CliRootCommand.Create().Parse(args).InvokeAsync();
+return await CliRootCommand.RunAsync(args);

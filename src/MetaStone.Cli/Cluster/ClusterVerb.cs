@@ -28,6 +28,7 @@ public static class ClusterVerb
 
     private static int Fail(ParseResult parse, string message, int code)
     {
+        message = CliRootCommand.CleanMessage(message);
         Console.Error.WriteLine($"error: {message}");
         if (parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--json") is Option<bool> json && parse.GetValue(json))
             JsonOutput.Write(parse.InvocationConfiguration.Output, new { error = new { message, exitCode = code } });
