@@ -240,10 +240,8 @@ public sealed class MetaStoneClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Failures that mean "a silo or gateway went away", not "the request is wrong".</summary>
-    public static bool IsTransient(Exception e) =>
-        e is SiloUnavailableException or TimeoutException or OrleansMessageRejectionException
-        || (e is OrleansException && e.GetType().Name.Contains("Connection", StringComparison.Ordinal));
+    /// <summary>Failures that mean "a silo or gateway went away", not "the request is wrong": <see cref="ClusterFaults.IsSiloLoss"/>.</summary>
+    public static bool IsTransient(Exception e) => ClusterFaults.IsSiloLoss(e);
 
     public async ValueTask DisposeAsync()
     {

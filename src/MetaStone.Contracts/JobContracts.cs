@@ -13,10 +13,10 @@ public sealed record JobRequest
     [Id(2)] public int? K { get; init; }
     /// <summary>Limit on tokens inside the thinking span; null = only <see cref="MaxNewTokens"/>.</summary>
     [Id(3)] public int? ThinkingBudget { get; init; }
-    [Id(4)] public int MaxNewTokens { get; init; } = 1024;
-    [Id(5)] public double Temperature { get; init; } = 0.6;
-    [Id(6)] public double TopP { get; init; } = 0.95;
-    [Id(7)] public double RepetitionPenalty { get; init; } = 1.05;
+    [Id(4)] public int MaxNewTokens { get; init; } = SamplingDefaults.MaxNewTokens;
+    [Id(5)] public double Temperature { get; init; } = SamplingDefaults.Temperature;
+    [Id(6)] public double TopP { get; init; } = SamplingDefaults.TopP;
+    [Id(7)] public double RepetitionPenalty { get; init; } = SamplingDefaults.RepetitionPenalty;
     /// <summary>bon (SPRM Best-of-N, default), majority, weighted.</summary>
     [Id(8)] public string Selection { get; init; } = "bon";
     /// <summary>Candidate i uses seed <c>Seed + i</c>, so a job is reproducible and a retried candidate regenerates the same trajectory.</summary>

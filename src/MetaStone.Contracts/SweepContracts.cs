@@ -23,10 +23,10 @@ public sealed record SweepRequest
     [Id(3)] public int SubsampleSeeds { get; init; } = 5;
     /// <summary>Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill the cluster's batch slots.</summary>
     [Id(4)] public int MaxConcurrentItems { get; init; }
-    [Id(5)] public int MaxNewTokens { get; init; } = 1024;
-    [Id(6)] public double Temperature { get; init; } = 0.6;
-    [Id(7)] public double TopP { get; init; } = 0.95;
-    [Id(8)] public double RepetitionPenalty { get; init; } = 1.05;
+    [Id(5)] public int MaxNewTokens { get; init; } = SamplingDefaults.MaxNewTokens;
+    [Id(6)] public double Temperature { get; init; } = SamplingDefaults.Temperature;
+    [Id(7)] public double TopP { get; init; } = SamplingDefaults.TopP;
+    [Id(8)] public double RepetitionPenalty { get; init; } = SamplingDefaults.RepetitionPenalty;
     /// <summary>Problem i uses job seed <c>Seed + 1000·i</c> at every budget (candidate j adds j), so budgets compare like with like.</summary>
     [Id(9)] public long Seed { get; init; } = 1;
     /// <summary>Free text the CLI records (dataset path, command line).</summary>

@@ -11,13 +11,6 @@ public sealed record SiloDrainOptions(TimeSpan Grace)
     public static readonly TimeSpan DefaultGrace = TimeSpan.FromSeconds(30);
 }
 
-/// <summary>A replica of a draining (stopping) silo refuses new candidates; the caller retries elsewhere with the same seed.</summary>
-[GenerateSerializer]
-public sealed class ReplicaDrainingException : Exception
-{
-    public ReplicaDrainingException(string message) : base(message) { }
-}
-
 /// <summary>
 /// Graceful stop of a silo. The first thing that runs when the silo stops (its lifecycle stage is after
 /// <see cref="ServiceLifecycleStage.Active"/>, and stages stop in reverse): this silo's replicas leave the registry

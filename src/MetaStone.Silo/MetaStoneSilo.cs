@@ -34,7 +34,12 @@ public static class MetaStoneSilo
             builder.Logging.ClearProviders();
             builder.Logging.SetMinimumLevel(LogLevel.Warning);
             builder.Logging.AddFilter("MetaStone", LogLevel.Information);
-            if (logging is null) builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+            if (logging is null)
+            {
+                builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+                // Logs go to stderr: stdout carries only the silo's own lines ("… ready: …", "… stopped"), which scripts wait for.
+                builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+            }
             else logging(builder.Logging);
             // The drain (up to the grace) and Orleans' own stop (leave membership, deactivate grains) fit in the timeout.
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = settings.ShutdownGrace + TimeSpan.FromSeconds(30));

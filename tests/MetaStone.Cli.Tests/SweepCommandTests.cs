@@ -29,7 +29,11 @@ public sealed class SweepCommandTests
             var (exit, output) = await RunAsync(args);
             Assert.Equal(0, exit);
             Assert.Contains("fits accuracy = a + b · ln C", output);
-            Assert.Contains("827,648 policy parameters", output);
+            // The shipped model's own parameter count, whatever checkpoint is shipped.
+            long parameters;
+            using (var loaded = MetaStone.Model.ReflectiveModel.Load(model, new MetaStone.Model.ModelLoadOptions { MaxBatch = 1 }))
+                parameters = loaded.Model.parameters().Sum(p => p.numel());
+            Assert.Contains($"N = {parameters.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)} policy parameters", output);
 
             var csv = File.ReadAllLines(Path.Combine(report, "points.csv"));
             Assert.StartsWith("budget,k,method,accuracy", csv[0]);

@@ -21,6 +21,7 @@ public sealed class SweepRulesTests
     [InlineData("budget repeat", "thinking budgets repeat: none,none")]
     [InlineData("seeds", "subsampling seeds must be 1–1000 (got 0)")]
     [InlineData("top-p", "top-p must be in (0, 1] (got 1.5)")]
+    [InlineData("infinite temperature", "temperature must be a finite number ≥ 0")]
     public void BadRequestsNameTheProblem(string what, string message)
     {
         var bad = what switch
@@ -35,6 +36,7 @@ public sealed class SweepRulesTests
             "budget repeat" => Valid with { Budgets = [null, null] },
             "seeds" => Valid with { SubsampleSeeds = 0 },
             "top-p" => Valid with { TopP = 1.5 },
+            "infinite temperature" => Valid with { Temperature = double.PositiveInfinity },
             _ => throw new ArgumentOutOfRangeException(nameof(what)),
         };
         Assert.Contains(message, Assert.Throws<ArgumentException>(() => SweepRules.Validate(bad)).Message);

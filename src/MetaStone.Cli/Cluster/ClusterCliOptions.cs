@@ -64,13 +64,17 @@ public sealed class JobCliOptions
     public Option<string?> Effort { get; } = new("--effort") { Description = "low | medium | high = k 2 / 8 / 32 (default medium).", HelpName = "low|medium|high" };
     public Option<int?> K { get; } = new("--k") { Description = "Explicit number of candidates (1–256); overrides --effort." };
     public Option<int?> Budget { get; } = new("--budget") { Description = "Thinking budget in tokens." };
-    public Option<int> MaxNewTokens { get; } = new("--max-new-tokens") { Description = "Limit on generated tokens per candidate.", DefaultValueFactory = _ => 512 };
-    public Option<double> Temperature { get; } = new("--temperature") { DefaultValueFactory = _ => 0.6 };
+    public Option<int> MaxNewTokens { get; } = new("--max-new-tokens") { Description = "Limit on generated tokens per candidate (thinking + answer).", DefaultValueFactory = _ => SamplingDefaults.MaxNewTokens };
+    public Option<double> Temperature { get; } = new("--temperature") { DefaultValueFactory = _ => SamplingDefaults.Temperature };
     public Option<string> Selection { get; } = new("--selection") { Description = "bon (SPRM Best-of-N) | majority | weighted.", DefaultValueFactory = _ => "bon" };
     public Option<long> Seed { get; } = new("--seed") { Description = "Candidate i uses seed + i.", DefaultValueFactory = _ => 0 };
 
     public void AddTo(Command command)
     {
+        // The spellings of `metastone generate` work here too (and this set's in generate): one vocabulary for every verb.
+        K.Aliases.Add("--n");
+        Budget.Aliases.Add("--thinking-budget");
+        Selection.Aliases.Add("--select");
         command.Add(Prompt);
         foreach (var option in new Option[] { PromptFile, Effort, K, Budget, MaxNewTokens, Temperature, Selection, Seed }) command.Add(option);
     }

@@ -21,7 +21,7 @@ internal static class BenchLoadCommand
         var perClient = new Option<int>("--jobs-per-client") { DefaultValueFactory = _ => 25 };
         var k = new Option<int>("--k") { Description = "Candidates per job.", DefaultValueFactory = _ => 8 };
         var budget = new Option<int>("--budget") { Description = "Thinking budget in tokens.", DefaultValueFactory = _ => 200 };
-        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 512 };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 512 }; // the issue-11 load case, not a sampling default
         var minutes = new Option<double>("--deadline-minutes") { Description = "Jobs not ended by then count as lost.", DefaultValueFactory = _ => 30 };
         var json = JsonOutput.CreateOption();
         var command = new Command("load", "Concurrent clients against a cluster: jobs/s, p50/p99 latency, failed, refused (busy) and lost jobs.")

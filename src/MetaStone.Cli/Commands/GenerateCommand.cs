@@ -42,12 +42,15 @@ public sealed class GenerateCommand : ICliVerb
         var topK = new Option<int>("--top-k") { Description = "Top-k cut (0 = off).", DefaultValueFactory = _ => defaults.TopK };
         var repetitionPenalty = new Option<double>("--repetition-penalty") { Description = "HF-style repetition penalty (1 = off).", DefaultValueFactory = _ => defaults.RepetitionPenalty };
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Limit on generated tokens per candidate (thinking + answer).", DefaultValueFactory = _ => defaults.MaxNewTokens };
+        n.Aliases.Add("--k"); // the job verbs' spellings (ask, submit): one vocabulary for every verb
         var thinkingBudget = new Option<int?>("--thinking-budget") { Description = "Tokens allowed inside <think>…</think>; then </think> is forced." };
         var answerBudget = new Option<int?>("--answer-budget") { Description = "Tokens allowed after </think>." };
         var dtype = new Option<string?>("--dtype") { Description = "fp32, bf16 or fp16 (default: the config's, fp32 on a CPU without fast bf16)." };
         var device = new Option<string>("--device") { Description = "cpu or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var template = new Option<string?>("--template") { Description = $"Chat template: {string.Join(", ", ChatTemplate.ValidNames)} (default: detected from the tokenizer)." };
         var select = new Option<string>("--select") { Description = "Winner selection: bon (best SPRM score), majority, weighted.", DefaultValueFactory = _ => "bon" };
+        thinkingBudget.Aliases.Add("--budget");
+        select.Aliases.Add("--selection");
         var aggregate = new Option<string>("--aggregate") { Description = "Step scores → trajectory score: geomean, min, last, mean.", DefaultValueFactory = _ => "geomean" };
         var json = JsonOutput.CreateOption();
 

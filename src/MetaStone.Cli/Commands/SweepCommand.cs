@@ -29,7 +29,7 @@ public sealed class SweepCommand : ICliVerb
         var seeds = new Option<int>("--seeds") { Description = "Subsampling seeds per smaller k.", DefaultValueFactory = _ => 5 };
         var concurrency = new Option<int>("--concurrency") { Description = "Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill every replica's batch slots.", DefaultValueFactory = _ => 0 };
         var seed = new Option<long>("--seed") { Description = "Generation seed (problem i uses seed + 1000·i).", DefaultValueFactory = _ => 1 };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Token limit of each candidate (thinking + answer).", DefaultValueFactory = _ => 256 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Token limit of each candidate (thinking + answer).", DefaultValueFactory = _ => MetaStone.Contracts.SamplingDefaults.MaxNewTokens };
         var id = new Option<string?>("--id") { Description = "Sweep id (default: derived from the settings, so re-running the same command resumes the same sweep)." };
         var watch = new Option<string?>("--watch") { Description = "Follow the sweep with this id (started earlier, maybe by another machine) and write its report when it ends." };
         var detach = new Option<bool>("--detach") { Description = "With --cluster: start the sweep, print its id and exit; it runs on in the cluster." };

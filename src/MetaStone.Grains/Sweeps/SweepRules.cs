@@ -29,10 +29,9 @@ public static class SweepRules
         if (request.Budgets.Distinct().Count() != request.Budgets.Count) throw new ArgumentException($"thinking budgets repeat: {string.Join(",", request.Budgets.Select(Label))}");
         if (request.SubsampleSeeds is < 1 or > 1000) throw new ArgumentException($"subsampling seeds must be 1–1000 (got {request.SubsampleSeeds})");
         if (request.MaxConcurrentItems is < 0 or > 4096) throw new ArgumentException($"concurrent items must be 0 (auto) to 4096 (got {request.MaxConcurrentItems})");
-        if (request.MaxNewTokens < 1) throw new ArgumentException($"max new tokens must be ≥ 1 (got {request.MaxNewTokens})");
-        if (!(request.Temperature >= 0)) throw new ArgumentException($"temperature must be ≥ 0 (got {request.Temperature})");
-        if (!(request.TopP > 0 && request.TopP <= 1)) throw new ArgumentException($"top-p must be in (0, 1] (got {request.TopP})");
-        if (!(request.RepetitionPenalty > 0)) throw new ArgumentException($"repetition penalty must be > 0 (got {request.RepetitionPenalty})");
+        // The sampling settings are those of the sweep's jobs, checked by the jobs' own rules: a sweep cannot accept what its jobs
+        // would refuse (it used to accept temperature = ∞).
+        Jobs.JobRequestRules.Validate(JobOf(request, 0));
     }
 
     public static string Label(int? budget) => budget is int b ? b.ToString(System.Globalization.CultureInfo.InvariantCulture) : "none";

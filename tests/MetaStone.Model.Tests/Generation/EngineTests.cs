@@ -124,7 +124,9 @@ public sealed class EngineTests : IDisposable
         using var engine = Engine(maxBatch: 4, maxLength: 256);
         using var cts = new CancellationTokenSource();
         var long_ = engine.GenerateAsync(Request(4, maxNew: 240, sampling: new SamplingOptions { RepetitionPenalty = 1 }) with { StopTokenIds = [] }, cts.Token);
-        while (engine.Stats.ActiveSequences == 0) await Task.Delay(5);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        while (engine.Stats.ActiveSequences == 0 && !long_.IsCompleted && started.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(5);
+        Assert.True(engine.Stats.ActiveSequences > 0, "the request never became active within 30 s");
         cts.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => long_);
         var sw = System.Diagnostics.Stopwatch.StartNew();
