@@ -26,31 +26,52 @@ public sealed record ReplicaPlacementOptions(ReplicaPlacementPolicy Policy = Rep
 
 /// <summary>
 /// The cluster's list of live replicas. Each silo reports its replicas' load twice a second; a replica not heard
-/// from for <see cref="LivenessWindow"/> is not offered. If this grain's silo dies it re-activates elsewhere and
-/// is complete again after one heartbeat round.
+/// from for <see cref="ReplicaTable.LivenessWindow"/> is not offered. If this grain's silo dies it re-activates elsewhere and
+/// is complete again after one heartbeat round. The choosing is <see cref="ReplicaTable"/> (pure, unit-tested); the grain
+/// only makes it the cluster's single table.
 /// </summary>
 public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grain, IReplicaRegistryGrain
+{
+    private readonly ReplicaTable _table = new(options.Policy, TimeProvider.System, Random.Shared);
+
+    public Task ReportAsync(string silo, IReadOnlyList<ReplicaLoad> replicas) { _table.Report(silo, replicas); return Task.CompletedTask; }
+
+    public Task<string?> PickAsync(IReadOnlyList<string> exclude) => Task.FromResult(_table.Pick(exclude));
+
+    public Task ReleaseAsync(string replica) { _table.Release(replica); return Task.CompletedTask; }
+
+    public Task<IReadOnlyList<ReplicaLoad>> ListAsync() => Task.FromResult(_table.List());
+
+    public Task ForgetAsync(string replica) { _table.Forget(replica); return Task.CompletedTask; }
+}
+
+/// <summary>
+/// The replica table behind the registry: reported loads, candidates placed and not yet released, liveness, and the choice
+/// of a replica for the next candidate. Not thread-safe: the registry grain calls it one message at a time.
+/// </summary>
+public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clock, Random random)
 {
     public static readonly TimeSpan LivenessWindow = TimeSpan.FromSeconds(3);
 
     /// <summary>Reports this long after the last pick may correct the outstanding count (releases lost with a dead silo).</summary>
-    private static readonly TimeSpan ReconcileAfter = TimeSpan.FromSeconds(1);
+    public static readonly TimeSpan ReconcileAfter = TimeSpan.FromSeconds(1);
 
-    private sealed class Entry(ReplicaLoad load, DateTime seenAt)
+    private sealed class Entry(ReplicaLoad load, DateTimeOffset seenAt)
     {
         public ReplicaLoad Load { get; set; } = load;
-        public DateTime SeenAt { get; set; } = seenAt;
+        public DateTimeOffset SeenAt { get; set; } = seenAt;
         /// <summary>Candidates placed here and not yet released: exact and immediate, unlike the reported load,
         /// which lags by up to a heartbeat (a burst of k picks happens within milliseconds).</summary>
         public int Outstanding { get; set; }
-        public DateTime LastPickAt { get; set; }
+        public DateTimeOffset LastPickAt { get; set; }
     }
 
     private readonly Dictionary<string, Entry> _replicas = [];
 
-    public Task ReportAsync(string silo, IReadOnlyList<ReplicaLoad> replicas)
+    /// <summary>A silo's heartbeat: its replicas' loads; replicas of that silo missing from the report are dropped.</summary>
+    public void Report(string silo, IReadOnlyList<ReplicaLoad> replicas)
     {
-        var now = DateTime.UtcNow;
+        var now = clock.GetUtcNow();
         foreach (var stale in _replicas.Keys.Where(k => k.StartsWith(silo + "/", StringComparison.Ordinal) && replicas.All(r => r.Replica != k)).ToList())
             _replicas.Remove(stale);
         foreach (var load in replicas)
@@ -63,53 +84,47 @@ public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grai
             }
             else _replicas[load.Replica] = new Entry(load, now);
         }
-        return Task.CompletedTask;
     }
 
-    public Task<string?> PickAsync(IReadOnlyList<string> exclude)
+    /// <summary>The replica for the next candidate (counted as outstanding until released), or null when none is live.</summary>
+    public string? Pick(IReadOnlyList<string> exclude)
     {
         var live = Live().Where(e => !exclude.Contains(e.Key)).Select(e => e.Value).ToList();
-        if (live.Count == 0) return Task.FromResult<string?>(null);
-        var chosen = options.Policy == ReplicaPlacementPolicy.TwoChoices ? TwoChoices(live) : LeastLoaded(live);
+        if (live.Count == 0) return null;
+        var chosen = policy == ReplicaPlacementPolicy.TwoChoices ? TwoChoices(live) : LeastLoaded(live);
         chosen.Outstanding++;
-        chosen.LastPickAt = DateTime.UtcNow;
-        return Task.FromResult<string?>(chosen.Load.Replica);
+        chosen.LastPickAt = clock.GetUtcNow();
+        return chosen.Load.Replica;
     }
 
-    public Task ReleaseAsync(string replica)
+    public void Release(string replica)
     {
         if (_replicas.TryGetValue(replica, out var entry) && entry.Outstanding > 0) entry.Outstanding--;
-        return Task.CompletedTask;
     }
 
-    private static Entry LeastLoaded(List<Entry> live)
+    public void Forget(string replica) => _replicas.Remove(replica);
+
+    public IReadOnlyList<ReplicaLoad> List() => Live().Select(e => e.Value.Load).OrderBy(l => l.Replica, StringComparer.Ordinal).ToList();
+
+    private Entry LeastLoaded(List<Entry> live)
     {
         double least = live.Min(Busy);
         var best = live.Where(e => Busy(e) == least).ToList();
-        return best[Random.Shared.Next(best.Count)];
+        return best[random.Next(best.Count)];
     }
 
-    private static Entry TwoChoices(List<Entry> live)
+    private Entry TwoChoices(List<Entry> live)
     {
         if (live.Count == 1) return live[0];
-        int a = Random.Shared.Next(live.Count), b = Random.Shared.Next(live.Count - 1);
+        int a = random.Next(live.Count), b = random.Next(live.Count - 1);
         if (b >= a) b++;
         double busyA = Busy(live[a]), busyB = Busy(live[b]);
-        return busyA < busyB || (busyA == busyB && Random.Shared.Next(2) == 0) ? live[a] : live[b];
-    }
-
-    public Task<IReadOnlyList<ReplicaLoad>> ListAsync() =>
-        Task.FromResult<IReadOnlyList<ReplicaLoad>>(Live().Select(e => e.Value.Load).OrderBy(l => l.Replica, StringComparer.Ordinal).ToList());
-
-    public Task ForgetAsync(string replica)
-    {
-        _replicas.Remove(replica);
-        return Task.CompletedTask;
+        return busyA < busyB || (busyA == busyB && random.Next(2) == 0) ? live[a] : live[b];
     }
 
     private IEnumerable<KeyValuePair<string, Entry>> Live()
     {
-        var cutoff = DateTime.UtcNow - LivenessWindow;
+        var cutoff = clock.GetUtcNow() - LivenessWindow;
         return _replicas.Where(e => e.Value.SeenAt >= cutoff);
     }
 
