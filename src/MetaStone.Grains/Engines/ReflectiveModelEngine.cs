@@ -71,10 +71,47 @@ public sealed class ReflectiveModelEngine(ReflectiveModel model, string device) 
         };
     }
 
+    // The k candidates of a job reach a replica within milliseconds with the same prompt (plus the coordinator's prompt
+    // check): the ids of the last few prompts are kept, so a job's prompt is tokenized once per replica, not k + 1 times.
+    private const int PromptCacheSize = 64;
+    private readonly Dictionary<string, LinkedListNode<(string Prompt, int[] Ids)>> _promptIndex = new(StringComparer.Ordinal);
+    private readonly LinkedList<(string Prompt, int[] Ids)> _promptOrder = new();
+    private long _tokenizations;
+
+    /// <summary>Prompts actually tokenized (cache misses) since the engine was loaded.</summary>
+    public long PromptTokenizations => Interlocked.Read(ref _tokenizations);
+
     private int[] Encode(string prompt)
     {
         if (string.IsNullOrWhiteSpace(prompt)) throw new ArgumentException("the prompt is empty");
-        int[] ids = model.EncodePrompt(prompt);
+        int[] ids;
+        lock (_promptOrder)
+        {
+            if (_promptIndex.TryGetValue(prompt, out var node))
+            {
+                _promptOrder.Remove(node);
+                _promptOrder.AddFirst(node);
+                ids = node.Value.Ids;
+            }
+            else ids = [];
+        }
+        if (ids.Length == 0)
+        {
+            ids = model.EncodePrompt(prompt);
+            Interlocked.Increment(ref _tokenizations);
+            lock (_promptOrder)
+            {
+                if (!_promptIndex.ContainsKey(prompt))
+                {
+                    _promptIndex[prompt] = _promptOrder.AddFirst((prompt, ids));
+                    if (_promptOrder.Count > PromptCacheSize)
+                    {
+                        _promptIndex.Remove(_promptOrder.Last!.Value.Prompt);
+                        _promptOrder.RemoveLast();
+                    }
+                }
+            }
+        }
         if (ids.Length >= ContextLength)
             throw new ArgumentException($"the prompt is {ids.Length} tokens long, longer than the model's context of {ContextLength} tokens (it must leave room for at least one generated token)");
         return ids;
