@@ -23,6 +23,10 @@ public static class TorchScalars
 {
     public static readonly Scalar Zero = 0.ToScalar();
     public static readonly Scalar One = 1.ToScalar();
+    public static readonly Scalar MinusOne = (-1).ToScalar();
+
+    /// <summary><paramref name="a"/> − <paramref name="b"/> (the operator passes an implicit alpha Scalar).</summary>
+    public static Tensor Minus(this Tensor a, Tensor b) => a.add(b, MinusOne);
 
     /// <summary><paramref name="a"/> + <paramref name="b"/> (the operator passes an implicit alpha Scalar).</summary>
     public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, One);
