@@ -1,0 +1,257 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MetaStone.Client;
+using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace MetaStone.Gateway;
+
+/// <summary>Settings of the OpenAI-compatible gateway.</summary>
+public sealed record GatewayOptions
+{
+    /// <summary>The model id clients name in <c>model</c> (and <c>GET /v1/models</c> lists).</summary>
+    public required string ModelId { get; init; }
+    /// <summary>Listen addresses; loopback by default.</summary>
+    public string Urls { get; init; } = "http://127.0.0.1:8000";
+    /// <summary>When set, every <c>/v1</c> request needs <c>Authorization: Bearer &lt;key&gt;</c>.</summary>
+    public string? ApiKey { get; init; }
+}
+
+/// <summary>
+/// An OpenAI-compatible HTTP front of the cluster (ASP.NET Core minimal APIs over the Orleans client): <c>GET /v1/models</c>,
+/// <c>POST /v1/chat/completions</c> (also <c>stream: true</c>), <c>GET /health</c>. One chat completion is one job: the
+/// selected trajectory's answer is <c>choices[0].message.content</c>, its thinking <c>reasoning_content</c> (the field vLLM and
+/// DeepSeek use), <c>reasoning_effort</c> low / medium / high is k = 2 / 8 / 32 and <c>n</c> sets k explicitly; our extensions
+/// travel in a <c>metastone</c> object. Requests are checked by the cluster's own rules (<see cref="JobRequestRules"/>);
+/// errors use OpenAI's error shape and status codes, never a stack trace.
+/// </summary>
+public static class OpenAiGateway
+{
+    public static WebApplication Build(MetaStoneClient client, GatewayOptions options, Action<ILoggingBuilder>? logging = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.WebHost.UseUrls(options.Urls);
+        builder.Logging.ClearProviders();
+        logging?.Invoke(builder.Logging);
+        var app = builder.Build();
+        app.MapGet("/health", () => Results.Json(new { status = "ok" }));
+        app.MapGet("/v1/models", (HttpContext http) => Authorized(http, options) ?? Results.Json(new
+        {
+            @object = "list",
+            data = new[] { new { id = options.ModelId, @object = "model", created = 0, owned_by = "metastone" } },
+        }));
+        app.MapPost("/v1/chat/completions", (Func<HttpContext, Task<IResult>>)(http => ChatCompletionsAsync(http, client, options)));
+        return app;
+    }
+
+    private static IResult? Authorized(HttpContext http, GatewayOptions options)
+    {
+        if (options.ApiKey is null) return null;
+        string? header = http.Request.Headers.Authorization;
+        return header == $"Bearer {options.ApiKey}" ? null : Error(401, "invalid or missing API key (Authorization: Bearer …)", "invalid_request_error", code: "invalid_api_key");
+    }
+
+    /// <summary>OpenAI's error shape: <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
+    public static IResult Error(int status, string message, string type = "invalid_request_error", string? param = null, string? code = null) =>
+        Results.Json(new { error = new { message, type, param, code } }, statusCode: status);
+
+    private static async Task<IResult> ChatCompletionsAsync(HttpContext http, MetaStoneClient client, GatewayOptions options)
+    {
+        if (Authorized(http, options) is { } denied) return denied;
+        ChatRequest chat;
+        try { chat = ChatRequest.Parse(await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted)); }
+        catch (JsonException e) { return Error(400, $"the body is not valid JSON: {e.Message}"); }
+        catch (ChatRequestException e) { return Error(400, e.Message, param: e.Param); }
+        if (chat.Model is not null && chat.Model != options.ModelId)
+            return Error(404, $"the model '{chat.Model}' does not exist; this gateway serves '{options.ModelId}'", code: "model_not_found", param: "model");
+        try { JobRequestRules.Validate(chat.Job); }
+        catch (ArgumentException e) { return Error(400, e.Message); }
+
+        string jobId;
+        try { jobId = await client.SubmitAsync(chat.Job, cancellationToken: http.RequestAborted); }
+        catch (ClusterBusyException e)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            return Error(429, e.Message, "rate_limit_exceeded", code: "cluster_busy");
+        }
+        catch (ArgumentException e) { return Error(400, e.Message); } // e.g. a prompt longer than the context
+        catch (InvalidOperationException e) when (e.Message.Contains("no model replica", StringComparison.Ordinal)) { return Error(503, e.Message, "server_error"); }
+
+        try
+        {
+            if (chat.Stream)
+            {
+                await StreamAsync(http, client, jobId, chat, options);
+                return Results.Empty;
+            }
+            var result = await client.AwaitResultAsync(jobId, http.RequestAborted);
+            return Results.Json(Completion(result, chat, options), statusCode: 200);
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away: free the capacity its job holds, as `metastone cancel` does.
+            await client.CancelAsync(jobId, "the HTTP client disconnected", CancellationToken.None);
+            return Results.Empty;
+        }
+        catch (InvalidOperationException e) { return Error(500, e.Message, "server_error"); }
+    }
+
+    private static async Task StreamAsync(HttpContext http, MetaStoneClient client, string jobId, ChatRequest chat, GatewayOptions options)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        string id = "chatcmpl-" + jobId;
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        async Task Send(object chunk)
+        {
+            await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(chunk) + "\n\n", http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+        }
+        object Chunk(object delta, string? finish, object? extension = null) => new
+        {
+            id, @object = "chat.completion.chunk", created, model = options.ModelId,
+            choices = new[] { new { index = 0, delta, finish_reason = finish } },
+            metastone = extension,
+        };
+        await Send(Chunk(new { role = "assistant", content = "" }, null));
+        // Progress of the candidates as they finish (extension field; OpenAI clients ignore it).
+        await foreach (var e in client.WatchAsync(jobId, http.RequestAborted))
+        {
+            if (e.Kind == ProgressKind.CandidateFinished)
+                await Send(Chunk(new { }, null, new { candidate = e.CandidateIndex, score = e.Score, finished = e.Finished, k = e.K, best_score = e.BestScore }));
+        }
+        var result = await client.AwaitResultAsync(jobId, http.RequestAborted);
+        var (reasoning, content) = Split(result.Winner.Text);
+        await Send(Chunk(new { reasoning_content = reasoning, content }, null));
+        await Send(Chunk(new { }, FinishReason(result.Winner), Extension(result, chat.ReturnCandidates)));
+        await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+    }
+
+    private static object Completion(JobResult result, ChatRequest chat, GatewayOptions options)
+    {
+        var winner = result.Winner;
+        var (reasoning, content) = Split(winner.Text);
+        int reasoningTokens = result.Candidates.Sum(c => c.ThinkingTokens);
+        int completionTokens = result.Candidates.Sum(c => c.ResponseTokens);
+        return new
+        {
+            id = "chatcmpl-" + result.JobId,
+            @object = "chat.completion",
+            created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            model = options.ModelId,
+            choices = new[] { new { index = 0, message = new { role = "assistant", content, reasoning_content = reasoning }, finish_reason = FinishReason(winner) } },
+            usage = new
+            {
+                prompt_tokens = winner.PromptTokens,
+                completion_tokens = completionTokens,
+                total_tokens = winner.PromptTokens + completionTokens,
+                completion_tokens_details = new { reasoning_tokens = reasoningTokens },
+            },
+            metastone = Extension(result, chat.ReturnCandidates),
+        };
+    }
+
+    private static object Extension(JobResult result, bool candidates) => new
+    {
+        job_id = result.JobId,
+        k = result.K,
+        selection = result.Selection,
+        winner_index = result.WinnerIndex,
+        score = result.Winner.Score,
+        answer = result.Winner.Answer,
+        candidates = candidates
+            ? result.Candidates.Select(c => new { index = c.Index, seed = c.Seed, score = c.Score, answer = c.Answer, step_scores = c.StepScores, finish_reason = c.FinishReason }).ToArray()
+            : null,
+    };
+
+    private static string FinishReason(CandidateResult c) => c.FinishReason == "length" ? "length" : "stop";
+
+    /// <summary>The thinking (inside <c>&lt;think&gt;…&lt;/think&gt;</c>) and the answer after it.</summary>
+    public static (string Reasoning, string Content) Split(string text)
+    {
+        const string close = "</think>";
+        int end = text.IndexOf(close, StringComparison.Ordinal);
+        if (end < 0) return (text.Replace("<think>", "", StringComparison.Ordinal).Trim(), "");
+        return (text[..end].Replace("<think>", "", StringComparison.Ordinal).Trim(), text[(end + close.Length)..].Trim());
+    }
+}
+
+/// <summary>A field of a chat request with the wrong type or value.</summary>
+public sealed class ChatRequestException(string message, string? param) : Exception(message)
+{
+    public string? Param => param;
+}
+
+/// <summary>The fields of <c>POST /v1/chat/completions</c> the cluster uses, mapped onto one <see cref="JobRequest"/>.</summary>
+public sealed record ChatRequest(string? Model, JobRequest Job, bool Stream, bool ReturnCandidates)
+{
+    public static ChatRequest Parse(JsonNode? body)
+    {
+        if (body is not JsonObject o) throw new ChatRequestException("the body must be a JSON object", null);
+        string? model = Str(o, "model");
+        if (o["messages"] is not JsonArray messages || messages.Count == 0) throw new ChatRequestException("'messages' must be a non-empty array", "messages");
+        // The policy answers one user question: the last user message is the prompt (system and earlier turns are not used).
+        var user = messages.OfType<JsonObject>().LastOrDefault(m => Str(m, "role") == "user")
+            ?? throw new ChatRequestException("'messages' has no message with role 'user'", "messages");
+        string prompt = user["content"] switch
+        {
+            JsonValue v when v.TryGetValue<string>(out var s) => s,
+            JsonArray parts => string.Concat(parts.OfType<JsonObject>().Where(p => Str(p, "type") == "text").Select(p => Str(p, "text"))),
+            _ => throw new ChatRequestException("the user message's 'content' must be a string or text parts", "messages"),
+        };
+        var extension = o["metastone"] as JsonObject;
+        int? maxTokens = Int(o, "max_completion_tokens") ?? Int(o, "max_tokens");
+        var job = new JobRequest
+        {
+            Prompt = prompt,
+            Effort = Str(o, "reasoning_effort"),
+            K = Int(o, "n"),
+            MaxNewTokens = maxTokens ?? SamplingDefaults.MaxNewTokens,
+            Temperature = Num(o, "temperature") ?? SamplingDefaults.Temperature,
+            TopP = Num(o, "top_p") ?? SamplingDefaults.TopP,
+            Seed = Long(o, "seed") ?? Random.Shared.NextInt64(0, 1L << 40),
+            Selection = extension is null ? "bon" : Str(extension, "selection") ?? "bon",
+            ThinkingBudget = extension is null ? null : Int(extension, "thinking_budget"),
+        };
+        // n = 1 is OpenAI's default and means "one answer": here k comes from reasoning_effort then.
+        if (job.K == 1 && job.Effort is not null) job = job with { K = null };
+        return new ChatRequest(model, job, Bool(o, "stream") ?? false, extension is not null && (Bool(extension, "return_candidates") ?? false));
+    }
+
+    private static T? Get<T>(JsonObject o, string name, string expected) where T : struct
+    {
+        if (o[name] is null) return null;
+        if (o[name] is JsonValue v && v.TryGetValue<T>(out var value)) return value;
+        throw new ChatRequestException($"'{name}' must be {expected}", name);
+    }
+
+    private static string? Str(JsonObject o, string name)
+    {
+        if (o[name] is null) return null;
+        if (o[name] is JsonValue v && v.TryGetValue<string>(out var s)) return s;
+        throw new ChatRequestException($"'{name}' must be a string", name);
+    }
+
+    private static int? Int(JsonObject o, string name)
+    {
+        var d = Get<double>(o, name, "an integer");
+        if (d is null) return null;
+        if (d != Math.Floor(d.Value) || d is < int.MinValue or > int.MaxValue) throw new ChatRequestException($"'{name}' must be an integer", name);
+        return (int)d.Value;
+    }
+
+    private static long? Long(JsonObject o, string name)
+    {
+        var d = Get<double>(o, name, "an integer");
+        return d is null ? null : d == Math.Floor(d.Value) ? (long)d.Value : throw new ChatRequestException($"'{name}' must be an integer", name);
+    }
+
+    private static double? Num(JsonObject o, string name) => Get<double>(o, name, "a number");
+    private static bool? Bool(JsonObject o, string name) => Get<bool>(o, name, "true or false");
+}

@@ -1,0 +1,139 @@
+// ReasoningEffortLevel is marked experimental in the OpenAI SDK; it is the field this gateway serves.
+#pragma warning disable OPENAI001
+using System.ClientModel;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using MetaStone.Cli.Cluster;
+using MetaStone.Cluster.Tests.Infrastructure;
+using MetaStone.Gateway;
+using OpenAI;
+using OpenAI.Chat;
+using Xunit.Abstractions;
+
+namespace MetaStone.Cluster.Tests;
+
+/// <summary>One embedded cluster and gateway for the gateway tests (loading the model and starting a silo costs seconds).</summary>
+public sealed class GatewayFixture : IAsyncLifetime
+{
+    public const string ApiKey = "test-key";
+    public EmbeddedCluster Cluster { get; private set; } = null!;
+    public Microsoft.AspNetCore.Builder.WebApplication App { get; private set; } = null!;
+    public Uri BaseUri { get; private set; } = null!;
+    public string ModelId => "metastone-test";
+    public const string Question = "Reach 81 with 5, 16, 13 using + - * /, each number at most once.";
+
+    public async Task InitializeAsync()
+    {
+        // The shipped model: it finishes its thinking, so answers have content (the random test model never closes </think>).
+        Cluster = await EmbeddedCluster.StartAsync(Path.Combine(TestModel.RepoRoot(), "models", "metastone-tiny"), "cpu", maxBatch: 32, CancellationToken.None);
+        int port = ClusterVerb.FreeLoopbackPort();
+        BaseUri = new Uri($"http://127.0.0.1:{port}");
+        App = OpenAiGateway.Build(Cluster.Client, new GatewayOptions { ModelId = ModelId, Urls = BaseUri.ToString(), ApiKey = ApiKey });
+        await App.StartAsync();
+    }
+
+    public ChatClient Chat(string? model = null, string key = ApiKey) =>
+        new(model ?? ModelId, new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri(BaseUri, "/v1") });
+
+    public HttpClient Http()
+    {
+        var http = new HttpClient { BaseAddress = BaseUri, Timeout = TimeSpan.FromMinutes(2) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", ApiKey);
+        return http;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await App.StopAsync();
+        await App.DisposeAsync();
+        await Cluster.DisposeAsync();
+    }
+}
+
+/// <summary>Issue 14 (first part): the OpenAI-compatible gateway, driven by the official OpenAI .NET SDK and plain HTTP.</summary>
+public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper output) : IClassFixture<GatewayFixture>
+{
+    [Fact]
+    public async Task The_OpenAI_SDK_gets_one_answer_chosen_among_32_candidates_for_high_reasoning_effort()
+    {
+        var options = new ChatCompletionOptions { ReasoningEffortLevel = ChatReasoningEffortLevel.High, MaxOutputTokenCount = 256, Temperature = 1.0f };
+        var completion = await gateway.Chat().CompleteChatAsync([new UserChatMessage(GatewayFixture.Question)], options);
+        Assert.StartsWith(@"\boxed{", completion.Value.Content[0].Text);
+        Assert.Equal(ChatMessageRole.Assistant, completion.Value.Role);
+        using var raw = JsonDocument.Parse(completion.GetRawResponse().Content.ToString());
+        var extension = raw.RootElement.GetProperty("metastone");
+        Assert.Equal(32, extension.GetProperty("k").GetInt32());
+        Assert.Equal("bon", extension.GetProperty("selection").GetString());
+        Assert.True(raw.RootElement.GetProperty("usage").GetProperty("completion_tokens_details").GetProperty("reasoning_tokens").GetInt32() > 0);
+        Assert.Contains("reasoning_content", raw.RootElement.GetProperty("choices")[0].GetProperty("message").ToString());
+        output.WriteLine(completion.Value.Content[0].Text);
+    }
+
+    [Fact]
+    public async Task Streaming_through_the_SDK_ends_with_the_winners_answer()
+    {
+        var updates = gateway.Chat().CompleteChatStreamingAsync([new UserChatMessage(GatewayFixture.Question)],
+            new ChatCompletionOptions { ReasoningEffortLevel = ChatReasoningEffortLevel.Low, MaxOutputTokenCount = 256 });
+        string text = "";
+        ChatFinishReason? finish = null;
+        await foreach (var update in updates)
+        {
+            foreach (var part in update.ContentUpdate) text += part.Text;
+            finish ??= update.FinishReason;
+        }
+        Assert.StartsWith(@"\boxed{", text);
+        Assert.Equal(ChatFinishReason.Stop, finish);
+    }
+
+    [Fact]
+    public async Task Explicit_n_sets_k_and_models_lists_the_served_model()
+    {
+        using var http = gateway.Http();
+        var models = await http.GetFromJsonAsync<JsonElement>("/v1/models");
+        Assert.Equal(gateway.ModelId, models.GetProperty("data")[0].GetProperty("id").GetString());
+        var response = await http.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = gateway.ModelId, n = 4, max_tokens = 32, messages = new[] { new { role = "user", content = TestModel.Prompt(3) } },
+            metastone = new { return_candidates = true, selection = "majority" },
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(4, body.GetProperty("metastone").GetProperty("k").GetInt32());
+        Assert.Equal("majority", body.GetProperty("metastone").GetProperty("selection").GetString());
+        Assert.Equal(4, body.GetProperty("metastone").GetProperty("candidates").GetArrayLength());
+    }
+
+    [Theory]
+    [InlineData("unknown effort", 400, "unknown effort 'extreme'")]
+    [InlineData("n out of range", 400, "k = 0 is out of range")]
+    [InlineData("wrong type", 400, "'temperature' must be a number")]
+    [InlineData("unknown model", 404, "does not exist")]
+    [InlineData("no messages", 400, "'messages' must be a non-empty array")]
+    public async Task Bad_requests_get_OpenAI_errors_with_the_right_status(string what, int status, string message)
+    {
+        using var http = gateway.Http();
+        object messages = new[] { new { role = "user", content = TestModel.Prompt(4) } };
+        object body = what switch
+        {
+            "unknown effort" => new { model = gateway.ModelId, messages, reasoning_effort = "extreme" },
+            "n out of range" => new { model = gateway.ModelId, messages, n = 0 },
+            "wrong type" => new { model = gateway.ModelId, messages, temperature = "hot" },
+            "unknown model" => new { model = "gpt-9", messages },
+            "no messages" => new { model = gateway.ModelId, messages = Array.Empty<object>() },
+            _ => throw new ArgumentOutOfRangeException(nameof(what)),
+        };
+        var response = await http.PostAsJsonAsync("/v1/chat/completions", body);
+        Assert.Equal(status, (int)response.StatusCode);
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        Assert.Contains(message, error.GetProperty("message").GetString());
+        Assert.DoesNotContain("   at ", error.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task A_wrong_API_key_is_401_through_the_SDK()
+    {
+        var e = await Assert.ThrowsAsync<ClientResultException>(() => gateway.Chat(key: "wrong").CompleteChatAsync([new UserChatMessage("hi")]));
+        Assert.Equal(401, e.Status);
+    }
+}
