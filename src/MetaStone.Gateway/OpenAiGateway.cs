@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
 
 namespace MetaStone.Gateway;
 
@@ -39,7 +40,13 @@ public static class OpenAiGateway
         builder.WebHost.UseUrls(options.Urls);
         builder.Logging.ClearProviders();
         logging?.Invoke(builder.Logging);
+        // Prometheus metrics (OpenTelemetry): the gateway's own HTTP metrics and the cluster's meter; co-hosted with an embedded
+        // silo, the engines' and grains' series are exported here too.
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(MetaStone.Grains.MetaStoneMetrics.MeterName, "Microsoft.AspNetCore.Hosting")
+            .AddPrometheusExporter());
         var app = builder.Build();
+        app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapGet("/health", () => Results.Json(new { status = "ok" }));
         app.MapGet("/v1/models", (HttpContext http) => Authorized(http, options) ?? Results.Json(new
         {

@@ -57,6 +57,7 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
         {
             // Nothing was stored: the client gets a clear "busy, retry" and this activation goes away.
             logger.LogWarning("job {Job} refused: the cluster runs its limit of {Max} jobs", JobId, admission.MaxRunningJobs);
+            MetaStoneMetrics.JobsRefused.Add(1);
             DeactivateOnIdle();
             throw new ClusterBusyException($"cluster busy: it is running its limit of {admission.MaxRunningJobs} jobs; the job was not accepted, submit it again later");
         }
@@ -67,6 +68,7 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
             return Status();
         }
         (_request, _k, _selection, _createdAt, _state) = (request, k, selection, createdAt, JobState.Running);
+        MetaStoneMetrics.JobsAccepted.Add(1);
         Emit(ProgressKind.Accepted);
         StartRun();
         logger.LogInformation("job {Job} accepted: k = {K} on silo {Silo}", JobId, k, silo.Name);
@@ -220,6 +222,8 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
             };
             await store.CompleteAsync(result);
             (_result, _state) = (result, JobState.Completed);
+            MetaStoneMetrics.JobsCompleted.Add(1);
+            MetaStoneMetrics.JobLatency.Record(result.ElapsedSeconds, new KeyValuePair<string, object?>("k", _k));
             Emit(ProgressKind.Completed);
             _completion.TrySetResult(result);
             logger.LogInformation("job {Job} completed: winner {Winner} score {Score:F4}", JobId, result.WinnerIndex, result.Winner.Score);
@@ -232,6 +236,7 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
         {
             _state = JobState.Failed;
             _error = e.Message;
+            MetaStoneMetrics.JobsFailed.Add(1);
             logger.LogError(e, "job {Job} failed", JobId);
             try { await store.EndAsync(JobId, JobState.Failed, _error); }
             catch (Exception s) { logger.LogError(s, "job {Job}: recording the failure failed", JobId); }

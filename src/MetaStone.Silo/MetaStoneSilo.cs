@@ -106,6 +106,7 @@ public static class MetaStoneSilo
             });
         }
         silo.Services.AddSingleton(engines);
+        MetaStoneMetrics.Observe(engines);
         silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
             new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs));
     }

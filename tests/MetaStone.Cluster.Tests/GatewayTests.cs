@@ -130,6 +130,36 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
         Assert.DoesNotContain("   at ", error.GetProperty("message").GetString());
     }
 
+    /// <summary>Prometheus metrics (OpenTelemetry) on the gateway: after a job, the cluster's series are there with non-zero values.</summary>
+    [Fact]
+    public async Task Metrics_show_jobs_tokens_and_scored_steps_after_a_completion()
+    {
+        using var http = gateway.Http();
+        var response = await http.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = gateway.ModelId, reasoning_effort = "low", messages = new[] { new { role = "user", content = GatewayFixture.Question } },
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string metrics = "";
+        // The exporter caches a scrape briefly: look again until the job is counted (bounded).
+        for (var deadline = DateTime.UtcNow.AddSeconds(30); DateTime.UtcNow < deadline; await Task.Delay(500))
+        {
+            metrics = await http.GetStringAsync("/metrics");
+            if (Value(metrics, "metastone_jobs_completed_total") > 0) break;
+        }
+        output.WriteLine(string.Join('\n', metrics.Split('\n').Where(l => l.StartsWith("metastone_", StringComparison.Ordinal))));
+        foreach (var series in new[] { "metastone_jobs_accepted_total", "metastone_jobs_completed_total", "metastone_candidates_generated_total",
+                     "metastone_tokens_generated_total", "metastone_sprm_steps_scored_total" })
+            Assert.True(Value(metrics, series) > 0, $"{series} is missing or zero");
+        Assert.Contains("metastone_job_duration_seconds_bucket", metrics);
+        Assert.Contains("metastone_batch_slots", metrics);
+    }
+
+    /// <summary>The value of the first sample of a Prometheus series (any labels), or 0 when absent.</summary>
+    private static double Value(string metrics, string series) =>
+        metrics.Split('\n').Where(l => l.StartsWith(series + " ", StringComparison.Ordinal) || l.StartsWith(series + "{", StringComparison.Ordinal))
+            .Select(l => double.Parse(l.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Sum();
+
     [Fact]
     public async Task A_wrong_API_key_is_401_through_the_SDK()
     {
