@@ -26,8 +26,9 @@ public sealed class EmbeddedCluster : IAsyncDisposable
     public string Model { get; }
 
     /// <param name="sweepDirectory">Where sweeps keep their finished items (so re-running one resumes it); null = memory.</param>
+    /// <param name="maxRunningJobs">Admission control: jobs running at once (null = the silo's default).</param>
     public static async Task<EmbeddedCluster> StartAsync(string? modelDirectory, string device, int maxBatch, CancellationToken cancellationToken,
-        string? sweepDirectory = null)
+        string? sweepDirectory = null, int? maxRunningJobs = null)
     {
         string dir = modelDirectory ?? RepoPaths.DefaultModel;
         if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json")))
@@ -39,6 +40,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
             SweepDirectory = sweepDirectory,
             ShutdownGraceSeconds = 0, // one process: no other silo to hand work to, stop at once
             SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
+            MaxRunningJobs = maxRunningJobs ?? MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs,
         }, logging => { }, cancellationToken);
         return new EmbeddedCluster(silo, MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>()), dir);
     }
