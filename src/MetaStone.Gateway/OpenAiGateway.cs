@@ -54,6 +54,7 @@ public static class OpenAiGateway
             data = new[] { new { id = options.ModelId, @object = "model", created = 0, owned_by = "metastone" } },
         }));
         app.MapPost("/v1/chat/completions", (Func<HttpContext, Task<IResult>>)(http => ChatCompletionsAsync(http, client, options)));
+        app.MapPost("/v1/completions", (Func<HttpContext, Task<IResult>>)(http => CompletionsAsync(http, client, options)));
         return app;
     }
 
@@ -68,28 +69,88 @@ public static class OpenAiGateway
     public static IResult Error(int status, string message, string type = "invalid_request_error", string? param = null, string? code = null) =>
         Results.Json(new { error = new { message, type, param, code } }, statusCode: status);
 
-    private static async Task<IResult> ChatCompletionsAsync(HttpContext http, MetaStoneClient client, GatewayOptions options)
+    /// <summary>
+    /// The legacy completions API: <c>prompt</c> is the question (the model's chat template wraps it, as for a chat message) and
+    /// <c>choices[0].text</c> is the selected trajectory's whole response, thinking included. Not streamed.
+    /// </summary>
+    private static async Task<IResult> CompletionsAsync(HttpContext http, MetaStoneClient client, GatewayOptions options)
     {
         if (Authorized(http, options) is { } denied) return denied;
-        ChatRequest chat;
-        try { chat = ChatRequest.Parse(await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted)); }
+        JsonNode? body;
+        try { body = await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted); }
         catch (JsonException e) { return Error(400, $"the body is not valid JSON: {e.Message}"); }
-        catch (ChatRequestException e) { return Error(400, e.Message, param: e.Param); }
-        if (chat.Model is not null && chat.Model != options.ModelId)
-            return Error(404, $"the model '{chat.Model}' does not exist; this gateway serves '{options.ModelId}'", code: "model_not_found", param: "model");
-        try { JobRequestRules.Validate(chat.Job); }
-        catch (ArgumentException e) { return Error(400, e.Message); }
+        if (body is not JsonObject o) return Error(400, "the body must be a JSON object");
+        string? prompt = o["prompt"] switch
+        {
+            JsonValue v when v.TryGetValue<string>(out var text) => text,
+            JsonArray { Count: 1 } one when one[0] is JsonValue v && v.TryGetValue<string>(out var text) => text,
+            _ => null,
+        };
+        if (prompt is null) return Error(400, "'prompt' must be a string (or an array of one string)", param: "prompt");
+        if (o["stream"] is JsonValue s && s.TryGetValue<bool>(out var stream) && stream)
+            return Error(400, "streaming is served on /v1/chat/completions; /v1/completions answers at once", param: "stream");
+        var asChat = (JsonObject)o.DeepClone();
+        asChat.Remove("prompt");
+        asChat["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = prompt });
+        var (chat, problem) = await AdmitAsync(http, client, options, asChat);
+        if (problem is not null) return problem;
+        try
+        {
+            var result = await client.AwaitResultAsync(chat!.Value.JobId, http.RequestAborted);
+            var winner = result.Winner;
+            int completionTokens = result.Candidates.Sum(c => c.ResponseTokens);
+            return Results.Json(new
+            {
+                id = "cmpl-" + result.JobId,
+                @object = "text_completion",
+                created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+                model = options.ModelId,
+                choices = new[] { new { index = 0, text = winner.Text, finish_reason = FinishReason(winner) } },
+                usage = new
+                {
+                    prompt_tokens = winner.PromptTokens, completion_tokens = completionTokens, total_tokens = winner.PromptTokens + completionTokens,
+                    completion_tokens_details = new { reasoning_tokens = result.Candidates.Sum(c => c.ThinkingTokens) },
+                },
+                metastone = Extension(result, chat.Value.Request.ReturnCandidates),
+            });
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            await client.CancelAsync(chat!.Value.JobId, "the HTTP client disconnected", CancellationToken.None);
+            return Results.Empty;
+        }
+        catch (InvalidOperationException e) { return Error(500, e.Message, "server_error"); }
+    }
 
-        string jobId;
-        try { jobId = await client.SubmitAsync(chat.Job, cancellationToken: http.RequestAborted); }
+    /// <summary>Parses, checks and submits a chat-shaped request: the accepted job, or the error response.</summary>
+    private static async Task<((ChatRequest Request, string JobId)? Job, IResult? Problem)> AdmitAsync(HttpContext http, MetaStoneClient client, GatewayOptions options, JsonNode? body)
+    {
+        ChatRequest chat;
+        try { chat = ChatRequest.Parse(body); }
+        catch (ChatRequestException e) { return (null, Error(400, e.Message, param: e.Param)); }
+        if (chat.Model is not null && chat.Model != options.ModelId)
+            return (null, Error(404, $"the model '{chat.Model}' does not exist; this gateway serves '{options.ModelId}'", code: "model_not_found", param: "model"));
+        try { JobRequestRules.Validate(chat.Job); }
+        catch (ArgumentException e) { return (null, Error(400, e.Message)); }
+        try { return ((chat, await client.SubmitAsync(chat.Job, cancellationToken: http.RequestAborted)), null); }
         catch (ClusterBusyException e)
         {
             http.Response.Headers.RetryAfter = "1";
-            return Error(429, e.Message, "rate_limit_exceeded", code: "cluster_busy");
+            return (null, Error(429, e.Message, "rate_limit_exceeded", code: "cluster_busy"));
         }
-        catch (ArgumentException e) { return Error(400, e.Message); } // e.g. a prompt longer than the context
-        catch (InvalidOperationException e) when (e.Message.Contains("no model replica", StringComparison.Ordinal)) { return Error(503, e.Message, "server_error"); }
+        catch (ArgumentException e) { return (null, Error(400, e.Message)); } // e.g. a prompt longer than the context
+        catch (InvalidOperationException e) when (e.Message.Contains("no model replica", StringComparison.Ordinal)) { return (null, Error(503, e.Message, "server_error")); }
+    }
 
+    private static async Task<IResult> ChatCompletionsAsync(HttpContext http, MetaStoneClient client, GatewayOptions options)
+    {
+        if (Authorized(http, options) is { } denied) return denied;
+        JsonNode? body;
+        try { body = await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted); }
+        catch (JsonException e) { return Error(400, $"the body is not valid JSON: {e.Message}"); }
+        var (admitted, problem) = await AdmitAsync(http, client, options, body);
+        if (problem is not null) return problem;
+        var (chat, jobId) = admitted!.Value;
         try
         {
             if (chat.Stream)

@@ -104,6 +104,20 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
         Assert.Equal(4, body.GetProperty("metastone").GetProperty("candidates").GetArrayLength());
     }
 
+    [Fact]
+    public async Task Legacy_completions_return_the_winners_whole_response()
+    {
+        using var http = gateway.Http();
+        var response = await http.PostAsJsonAsync("/v1/completions", new { model = gateway.ModelId, prompt = GatewayFixture.Question, reasoning_effort = "medium" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal("text_completion", body.GetProperty("object").GetString());
+        Assert.Contains("</think>", body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal(8, body.GetProperty("metastone").GetProperty("k").GetInt32());
+        var streamed = await http.PostAsJsonAsync("/v1/completions", new { model = gateway.ModelId, prompt = "x", stream = true });
+        Assert.Equal(HttpStatusCode.BadRequest, streamed.StatusCode);
+    }
+
     [Theory]
     [InlineData("unknown effort", 400, "unknown effort 'extreme'")]
     [InlineData("n out of range", 400, "k = 0 is out of range")]
