@@ -10,6 +10,17 @@ public sealed class ReplicaDrainingException : Exception
 }
 
 /// <summary>
+/// The coordinator activation that ran a job was invalidated by Orleans while it ran (a silo loss can leave two activations of
+/// one grain for a moment; Orleans keeps one). The job is not failed: it is still running in the store, and the next call
+/// reaches the activation that continues it.
+/// </summary>
+[GenerateSerializer]
+public sealed class CoordinatorReplacedException : Exception
+{
+    public CoordinatorReplacedException(string message) : base(message) { }
+}
+
+/// <summary>
 /// The one fault classifier of grains and client: which failures mean "the silo or gateway on the other end is gone,
 /// unreachable or stopping", so the call may be reissued (elsewhere), as opposed to "the request is wrong". Grains and the
 /// client used to have one each, and they disagreed (the client did not know a draining replica, the grains did not know
@@ -19,7 +30,7 @@ public static class ClusterFaults
 {
     public static bool IsSiloLoss(Exception e) => e switch
     {
-        SiloUnavailableException or TimeoutException or OrleansMessageRejectionException or ReplicaDrainingException => true,
+        SiloUnavailableException or TimeoutException or OrleansMessageRejectionException or ReplicaDrainingException or CoordinatorReplacedException => true,
         // A gateway connection that dropped (the client's side of a silo loss): ConnectionFailedException and kin.
         OrleansException when e.GetType().Name.Contains("Connection", StringComparison.Ordinal) => true,
         AggregateException a => a.InnerExceptions.Count > 0 && a.InnerExceptions.All(IsSiloLoss),

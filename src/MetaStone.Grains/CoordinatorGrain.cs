@@ -232,6 +232,14 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
         {
             // CancelAsync recorded the outcome.
         }
+        catch (InvalidOperationException e) when (e.Message.StartsWith("Attempt to access an invalid activation", StringComparison.Ordinal))
+        {
+            // Orleans invalidated this activation mid-run (after a silo loss two activations of the job's coordinator can exist
+            // for a moment, and one is dropped). The job is not failed: it stays running in the store, the surviving activation
+            // or the recovery sweep continues it, and waiting clients retry and reach that one (a transient fault for them).
+            logger.LogWarning("job {Job}: this coordinator activation was invalidated while it ran; the job continues on the surviving one", JobId);
+            _completion.TrySetException(new CoordinatorReplacedException($"the coordinator of job {JobId} was replaced while it ran; ask again"));
+        }
         catch (Exception e)
         {
             _state = JobState.Failed;
