@@ -34,6 +34,9 @@ public sealed record GatewayOptions
 /// </summary>
 public static class OpenAiGateway
 {
+    /// <summary>Interval of the SSE keep-alive comments of a streamed answer.</summary>
+    public static readonly TimeSpan KeepAlive = TimeSpan.FromMilliseconds(250);
+
     public static WebApplication Build(MetaStoneClient client, GatewayOptions options, Action<ILoggingBuilder>? logging = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
@@ -188,11 +191,36 @@ public static class OpenAiGateway
             metastone = extension,
         };
         await Send(Chunk(new { role = "assistant", content = "" }, null));
-        // Progress of the candidates as they finish (extension field; OpenAI clients ignore it).
-        await foreach (var e in client.WatchAsync(jobId, http.RequestAborted))
+        // Progress of the candidates as they finish (extension field; OpenAI clients ignore it). Between events an SSE comment
+        // every KeepAlive: proxies keep the stream open, and a client that went away is noticed at the next write, so its job is
+        // cancelled within about a second instead of running to the end.
+        using var watching = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        var events = client.WatchAsync(jobId, watching.Token).GetAsyncEnumerator(watching.Token);
+        var next = events.MoveNextAsync().AsTask();
+        try
         {
-            if (e.Kind == ProgressKind.CandidateFinished)
-                await Send(Chunk(new { }, null, new { candidate = e.CandidateIndex, score = e.Score, finished = e.Finished, k = e.K, best_score = e.BestScore }));
+            while (true)
+            {
+                if (await Task.WhenAny(next, Task.Delay(KeepAlive, http.RequestAborted)) != next)
+                {
+                    http.RequestAborted.ThrowIfCancellationRequested();
+                    await http.Response.WriteAsync(": keep-alive\n\n", http.RequestAborted);
+                    await http.Response.Body.FlushAsync(http.RequestAborted);
+                    continue;
+                }
+                if (!await next) break;
+                var e = events.Current;
+                if (e.Kind == ProgressKind.CandidateFinished)
+                    await Send(Chunk(new { }, null, new { candidate = e.CandidateIndex, score = e.Score, finished = e.Finished, k = e.K, best_score = e.BestScore }));
+                next = events.MoveNextAsync().AsTask();
+            }
+        }
+        finally
+        {
+            // An async iterator cannot be disposed while a MoveNext is pending (it would throw over the real error): stop it first.
+            watching.Cancel();
+            try { await next; } catch (Exception) { /* the watch was stopped on purpose */ }
+            await events.DisposeAsync();
         }
         var result = await client.AwaitResultAsync(jobId, http.RequestAborted);
         var (reasoning, content) = Split(result.Winner.Text);

@@ -68,18 +68,26 @@ public sealed class GatewayCapacityTests(ITestOutputHelper output) : IAsyncLifet
     [Fact]
     public async Task A_client_that_disconnects_mid_stream_cancels_its_job()
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(Body(128, 250, stream: true)) };
-        var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        // A client that really goes away: a raw socket, closed with the stream's unread bytes in its buffer (the kernel resets
+        // the connection). HttpClient would instead drain an unfinished response for a while to reuse the connection.
+        string json = JsonSerializer.Serialize(Body(256, 250, stream: true));
         string jobId;
-        using (var stream = new StreamReader(await response.Content.ReadAsStreamAsync()))
+        using (var socket = new System.Net.Sockets.TcpClient())
         {
-            string first = (await stream.ReadLineAsync())!;   // "data: {…first chunk…}"
-            using var chunk = JsonDocument.Parse(first["data: ".Length..]);
+            await socket.ConnectAsync(_http.BaseAddress!.Host, _http.BaseAddress.Port);
+            var net = socket.GetStream();
+            var head = $"POST /v1/chat/completions HTTP/1.1\r\nHost: {_http.BaseAddress.Authority}\r\nContent-Type: application/json\r\nContent-Length: {System.Text.Encoding.UTF8.GetByteCount(json)}\r\n\r\n{json}";
+            await net.WriteAsync(System.Text.Encoding.UTF8.GetBytes(head));
+            var reader = new StreamReader(net);
+            string? line;
+            using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            while ((line = await reader.ReadLineAsync(patience.Token)) is not null && !line.StartsWith("data: ", StringComparison.Ordinal)) { }
+            Assert.NotNull(line);
+            using var chunk = JsonDocument.Parse(line![(line.IndexOf('{'))..]);
             jobId = chunk.RootElement.GetProperty("id").GetString()!["chatcmpl-".Length..];
             Assert.Equal(JobState.Running, (await _cluster.Client.GetStatusAsync(jobId)).State);
+            socket.Client.LingerState = new System.Net.Sockets.LingerOption(true, 0); // close = reset, at once
         }
-        response.Dispose(); // the client goes away mid-stream
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
         JobState state = JobState.Running;
