@@ -97,9 +97,9 @@ public static class OpenAiGateway
         asChat["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = prompt });
         var (chat, problem) = await AdmitAsync(http, client, options, asChat);
         if (problem is not null) return problem;
-        try
+        return await AnswerAsync(http, client, chat!.Value.JobId, async () =>
         {
-            var result = await client.AwaitResultAsync(chat!.Value.JobId, http.RequestAborted);
+            var result = await client.AwaitResultAsync(chat.Value.JobId, http.RequestAborted);
             var winner = result.Winner;
             int completionTokens = result.Candidates.Sum(c => c.ResponseTokens);
             return Results.Json(new
@@ -116,10 +116,19 @@ public static class OpenAiGateway
                 },
                 metastone = Extension(result, chat.Value.Request.ReturnCandidates),
             });
-        }
+        });
+    }
+
+    /// <summary>
+    /// Answers an accepted job; when the HTTP client goes away first, its job is cancelled (capacity freed, as `metastone cancel`
+    /// does); a failed job is a 500 in OpenAI's shape.
+    /// </summary>
+    private static async Task<IResult> AnswerAsync(HttpContext http, MetaStoneClient client, string jobId, Func<Task<IResult>> answer)
+    {
+        try { return await answer(); }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
-            await client.CancelAsync(chat!.Value.JobId, "the HTTP client disconnected", CancellationToken.None);
+            await client.CancelAsync(jobId, "the HTTP client disconnected", CancellationToken.None);
             return Results.Empty;
         }
         catch (InvalidOperationException e) { return Error(500, e.Message, "server_error"); }
@@ -154,7 +163,7 @@ public static class OpenAiGateway
         var (admitted, problem) = await AdmitAsync(http, client, options, body);
         if (problem is not null) return problem;
         var (chat, jobId) = admitted!.Value;
-        try
+        return await AnswerAsync(http, client, jobId, async () =>
         {
             if (chat.Stream)
             {
@@ -163,14 +172,7 @@ public static class OpenAiGateway
             }
             var result = await client.AwaitResultAsync(jobId, http.RequestAborted);
             return Results.Json(Completion(result, chat, options), statusCode: 200);
-        }
-        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
-        {
-            // The client went away: free the capacity its job holds, as `metastone cancel` does.
-            await client.CancelAsync(jobId, "the HTTP client disconnected", CancellationToken.None);
-            return Results.Empty;
-        }
-        catch (InvalidOperationException e) { return Error(500, e.Message, "server_error"); }
+        });
     }
 
     private static async Task StreamAsync(HttpContext http, MetaStoneClient client, string jobId, ChatRequest chat, GatewayOptions options)

@@ -60,7 +60,6 @@ public sealed class RedisOutagePolicy
     {
         RedisConnectionException or RedisTimeoutException => true,
         RedisServerException s => s.Message.StartsWith("LOADING", StringComparison.Ordinal) || s.Message.StartsWith("BUSY", StringComparison.Ordinal),
-        ObjectDisposedException => false,
         _ => false,
     };
 
