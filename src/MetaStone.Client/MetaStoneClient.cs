@@ -161,7 +161,7 @@ public sealed class MetaStoneClient : IAsyncDisposable
         var live = await Task.WhenAll(listed.Select(async r =>
         {
             try { return await _grains.GetGrain<IReplicaGrain>(r.Replica).GetLoadAsync(); }
-            catch (Exception e) when (IsTransient(e)) { return null; }
+            catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { return null; }
         }));
         return live.OfType<ReplicaLoad>().ToList();
     }
@@ -231,7 +231,7 @@ public sealed class MetaStoneClient : IAsyncDisposable
         for (int attempt = 1; ; attempt++)
         {
             try { return await call(); }
-            catch (Exception e) when (IsTransient(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
             {
                 // The silo holding the coordinator died: once it is declared dead the next call re-activates the
                 // coordinator elsewhere, which resumes the job from the store.
@@ -240,14 +240,11 @@ public sealed class MetaStoneClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Failures that mean "a silo or gateway went away", not "the request is wrong": <see cref="ClusterFaults.IsSiloLoss"/>.</summary>
-    public static bool IsTransient(Exception e) => ClusterFaults.IsSiloLoss(e);
-
     public async ValueTask DisposeAsync()
     {
         if (_ownedHost is null) return;
         try { await _ownedHost.StopAsync(TimeSpan.FromSeconds(5)); }
-        catch (Exception e) when (IsTransient(e) || e is OperationCanceledException) { }
+        catch (Exception e) when (ClusterFaults.IsSiloLoss(e) || e is OperationCanceledException) { }
         _ownedHost.Dispose();
     }
 }

@@ -23,7 +23,7 @@ public static class ClusterVerb
         catch (OperationCanceledException e) { return Fail(parse, e.Message, ExitCodes.Interrupted); }
         catch (InvalidOperationException e) { return Fail(parse, e.Message, ExitCodes.Failed); }
         catch (DirectoryNotFoundException e) { return Fail(parse, e.Message, ExitCodes.BadInput); }
-        catch (Exception e) when (MetaStoneClient.IsTransient(e)) { return Fail(parse, $"the cluster did not answer: {e.Message}", ExitCodes.Failed); }
+        catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { return Fail(parse, $"the cluster did not answer: {e.Message}", ExitCodes.Failed); }
     }
 
     private static int Fail(ParseResult parse, string message, int code)
