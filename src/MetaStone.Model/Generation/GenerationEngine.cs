@@ -217,7 +217,7 @@ public sealed class GenerationEngine : IDisposable
         {
             int promptLength = group.Prompt.Ids.Count;
             var prefix = group.LivePrefix;
-            int copied = 0;
+            int firstCopy = 0; // members from here on copy the prompt's cache rows
             if (prefix is null)
             {
                 var (candidate, slot) = group.Members[0];
@@ -225,9 +225,9 @@ public sealed class GenerationEngine : IDisposable
                 _counters.AddPrefill(computed: promptLength, reused: 0);
                 _scheduler.AddPrefix(prefix);
                 Start(candidate, slot, prefix);
-                copied = 1;
+                firstCopy = 1;
             }
-            var rest = group.Members.Skip(copied).ToList();
+            var rest = group.Members.Skip(firstCopy).ToList();
             if (rest.Count > 0)
             {
                 _runner.CopyPrompt(prefix.Slots.First(), rest.Select(m => m.Slot).ToList(), promptLength);
@@ -289,7 +289,7 @@ public sealed class GenerationEngine : IDisposable
         _runner.RecordTokens(slots, positions, tokens); // the new tokens enter the history (repetition penalty)
 
         foreach (var sequence in _scheduler.Retire(finishedRows)) Complete(sequence);
-        running = _scheduler.Running;
+        running = _scheduler.Running; // the rows that go on, in order
         if (running.Count == 0) { _runner.ClearRows(); return; }
 
         _options.FaultInjection?.Invoke(running.Select(s => s.Seed).ToList());
@@ -326,20 +326,7 @@ public sealed class GenerationEngine : IDisposable
     private void Complete(RunningSequence s)
     {
         _counters.AddActive(-1); // before completion, so a caller who sees the result sees the slot free
-        var policy = s.Policy;
-        if (policy.End is not SequenceEnd end) { s.Request.Finish(s.LocalIndex, null); return; }
-        var result = new Trajectory
-        {
-            CandidateIndex = s.CandidateIndex,
-            Seed = s.Seed,
-            PromptTokens = policy.PromptLength,
-            ResponseIds = [.. policy.ResponseIds],
-            FinishReason = end == SequenceEnd.StopToken ? FinishReason.Stop : FinishReason.Length,
-            ThinkingTokens = policy.ThinkingTokens,
-            AnswerTokens = policy.AnswerTokens,
-            ThinkingForcedClosed = policy.ThinkingForcedClosed,
-            Steps = s.Steps,
-        };
+        if (s.ToTrajectory() is not Trajectory result) { s.Request.Finish(s.LocalIndex, null); return; }
         s.Request.Emit(new CandidateUpdate(CandidateUpdateKind.Finished, s.CandidateIndex, Result: result));
         s.Request.Finish(s.LocalIndex, result);
     }

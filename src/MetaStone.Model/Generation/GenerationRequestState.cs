@@ -77,4 +77,21 @@ internal sealed class RunningSequence(QueuedCandidate candidate, int slot, Share
     public bool RunsAlone => Attempts >= 2;
 
     public QueuedCandidate Requeued() => new(Request, LocalIndex, Attempts);
+
+    /// <summary>The finished trajectory, or null when the policy has not ended the sequence (it was cancelled).</summary>
+    public Trajectory? ToTrajectory() => Policy.End is SequenceEnd end
+        ? new Trajectory
+        {
+            CandidateIndex = CandidateIndex,
+            Seed = Seed,
+            PromptTokens = Policy.PromptLength,
+            ResponseIds = [.. Policy.ResponseIds],
+            // The finish reasons callers see: a stop token, or any limit (tokens, context window, answer budget).
+            FinishReason = end == SequenceEnd.StopToken ? FinishReason.Stop : FinishReason.Length,
+            ThinkingTokens = Policy.ThinkingTokens,
+            AnswerTokens = Policy.AnswerTokens,
+            ThinkingForcedClosed = Policy.ThinkingForcedClosed,
+            Steps = Steps,
+        }
+        : null;
 }
