@@ -25,6 +25,14 @@ public sealed class SiloProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _output);
 
+    /// <summary>
+    /// Candidates this silo's engines generated (its replica grain logs one line each), of one job or of all. A process killed
+    /// with -9 may not have flushed its last lines, so for a killed silo this is a lower bound.
+    /// </summary>
+    public int GeneratedCandidates(string? jobId = null) =>
+        _output.Count(line => line.Contains("generated candidate ", StringComparison.Ordinal)
+            && (jobId is null || line.Contains($" of job {jobId} (", StringComparison.Ordinal)));
+
     public static string SiloDll()
     {
         string configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
