@@ -19,7 +19,7 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed class CandidateGrain(
     [PersistentState("candidate", StorageNames.Jobs)] IPersistentState<CandidateRecord> record,
-    RedisOutagePolicy outage, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
+    RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
     /// <summary>Replicas tried per candidate before the candidate fails.</summary>
     public const int MaxAttempts = 6;
@@ -65,7 +65,7 @@ public sealed class CandidateGrain(
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
         var result = (work.Resumed ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
             ?? await GenerateOnAReplicaAsync(registry, work, cancellationToken);
-        await PersistAsync(work, result);
+        if (durability.PersistCandidates) await PersistAsync(work, result);
         return result;
     }
 

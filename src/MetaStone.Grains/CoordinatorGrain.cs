@@ -17,8 +17,8 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed class CoordinatorGrain(
     [PersistentState("job", StorageNames.Jobs)] IPersistentState<JobRecord> record,
-    RedisOutagePolicy outage, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger)
-    : RecoverableRunGrain(logger), ICoordinatorGrain
+    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger)
+    : RecoverableRunGrain(durability, logger), ICoordinatorGrain
 {
     /// <summary>Calls of one candidate grain (each of which retries replicas itself) before the job fails.</summary>
     public const int CandidateCallAttempts = 5;
@@ -193,12 +193,13 @@ public sealed class CoordinatorGrain(
             };
             (Job.Result, Job.State) = (result, JobState.Completed);
             await EndAsync();
-            // The result holds every candidate now: their idempotency records can go.
-            foreach (var index in Enumerable.Range(0, Job.K)) Candidate(index).ForgetAsync().Ignore();
             MetaStoneMetrics.JobsCompleted.Add(1);
             MetaStoneMetrics.JobLatency.Record(result.ElapsedSeconds, new KeyValuePair<string, object?>("k", Job.K));
             Emit(ProgressKind.Completed);
             _completion.TrySetResult(result);
+            // The result holds every candidate now: their idempotency records can go (one-way, after the client has it).
+            if (Durability.PersistCandidates)
+                foreach (var index in Enumerable.Range(0, Job.K)) Candidate(index).ForgetAsync().Ignore();
             logger.LogInformation("job {Job} completed: winner {Winner} score {Score:F4}", Id, result.WinnerIndex, result.Winner.Score);
         }
         catch (Exception) when (Job.State == JobState.Cancelled)

@@ -23,8 +23,9 @@ public static class MetaStoneSiloBuilderExtensions
     /// and a reminder service.
     /// </summary>
     public static ISiloBuilder AddMetaStoneGrains(this ISiloBuilder silo, ReplicaPlacementOptions? placement = null, SiloDrainOptions? drain = null,
-        AdmissionOptions? admission = null)
+        AdmissionOptions? admission = null, DurabilityOptions? durability = null)
     {
+        silo.Services.AddSingleton(durability ?? DurabilityOptions.Cluster);
         silo.Services.AddSingleton(admission ?? new AdmissionOptions(AdmissionOptions.DefaultMaxRunningJobs));
         silo.Services.AddSingleton(placement ?? new ReplicaPlacementOptions());
         silo.Services.AddSingleton(drain ?? new SiloDrainOptions(SiloDrainOptions.DefaultGrace));

@@ -130,10 +130,10 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ILocalSiloDetai
         };
     }
 
-    /// <summary>Event id of the one log line per generated candidate (the kill tests count generations with it).</summary>
+    /// <summary>Event id of the one log line per generated candidate, at Debug (the kill tests enable it to count generations).</summary>
     public const int CandidateGeneratedEventId = 1001;
 
-    [LoggerMessage(EventId = CandidateGeneratedEventId, Level = LogLevel.Information,
+    [LoggerMessage(EventId = CandidateGeneratedEventId, Level = LogLevel.Debug,
         Message = "generated candidate {Index} of job {Job} (seed {Seed}) on {Replica}: {Tokens} tokens")]
     private static partial void LogGenerated(ILogger logger, string job, int index, long seed, string replica, int tokens);
 }

@@ -66,10 +66,8 @@ public static class MetaStoneSilo
                 settings.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
                 settings.ServiceId, settings.ClusterId);
             // Jobs live as long as the process; sweeps in files when a directory is given, so a later process resumes them.
-            silo.AddMemoryGrainStorage(StorageNames.Jobs);
-            if (settings.SweepDirectory is { } sweeps)
-                silo.Services.AddGrainStorage(StorageNames.Sweeps, (_, _) => new FileGrainStorage(sweeps, new JsonGrainStateSerializer()));
-            else silo.AddMemoryGrainStorage(StorageNames.Sweeps);
+            silo.Services.AddGrainStorage(StorageNames.Jobs, (_, _) => new LocalGrainStorage(new JsonGrainStateSerializer()));
+            silo.Services.AddGrainStorage(StorageNames.Sweeps, (_, _) => new LocalGrainStorage(new JsonGrainStateSerializer(), settings.SweepDirectory));
             silo.UseInMemoryReminderService();
         }
         else
@@ -125,7 +123,8 @@ public static class MetaStoneSilo
         silo.Services.AddSingleton(engines);
         MetaStoneMetrics.Observe(engines);
         silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
-            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs));
+            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs),
+            redis is null ? DurabilityOptions.SingleProcess : DurabilityOptions.Cluster);
     }
 
     /// <summary>

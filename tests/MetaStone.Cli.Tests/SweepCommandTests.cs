@@ -59,7 +59,7 @@ public sealed class SweepCommandTests
             var (again, _) = await RunAsync(args);
             Assert.Equal(0, again);
             Assert.Equal(firstItems, File.ReadAllText(Path.Combine(report, "items.jsonl")));
-            // The sweep's persisted record (FileGrainStorage: an ETag line, then the record as JSON) holds its 8 items.
+            // The sweep's persisted record (LocalGrainStorage: an ETag line, then the record as JSON) holds its 8 items.
             string record = Assert.Single(Directory.GetFiles(Path.Combine(dir, "state"), "*cli-test*.json"));
             using (var stored = JsonDocument.Parse(File.ReadAllText(record).Split('\n', 2)[1]))
                 Assert.Equal(8, stored.RootElement.GetProperty("items").EnumerateObject().Count());

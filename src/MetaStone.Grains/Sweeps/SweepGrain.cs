@@ -17,7 +17,7 @@ namespace MetaStone.Grains.Sweeps;
 [Reentrant]
 public sealed class SweepGrain(
     [PersistentState("sweep", StorageNames.Sweeps)] IPersistentState<SweepRecord> record,
-    RedisOutagePolicy outage, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : RecoverableRunGrain(logger), ISweepGrain
+    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : RecoverableRunGrain(durability, logger), ISweepGrain
 {
     /// <summary>Jobs tried per item (a failed job is retried under a new id) before the sweep fails.</summary>
     public const int ItemAttempts = 3;

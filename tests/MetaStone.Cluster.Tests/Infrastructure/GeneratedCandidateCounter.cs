@@ -15,7 +15,7 @@ public sealed class GeneratedCandidateCounter : ILoggerProvider
     public void AddTo(ILoggingBuilder logging)
     {
         logging.AddProvider(this);
-        logging.AddFilter<GeneratedCandidateCounter>(typeof(ReplicaGrain).FullName, LogLevel.Information);
+        logging.AddFilter<GeneratedCandidateCounter>(typeof(ReplicaGrain).FullName, LogLevel.Debug);
     }
 
     public ILogger CreateLogger(string categoryName) => new Counter(this);

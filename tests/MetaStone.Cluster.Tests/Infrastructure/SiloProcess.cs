@@ -86,6 +86,8 @@ public sealed class SiloProcess : IAsyncDisposable
             ["MetaStone__MaxBatch"] = "8",
             ["MetaStone__MaxSequenceLength"] = "256",
             ["DOTNET_gcServer"] = "0",
+            // One Debug line per generated candidate: what GeneratedCandidates counts.
+            ["Logging__LogLevel__MetaStone.Grains.ReplicaGrain"] = "Debug",
         };
         foreach (var (k, v) in extra ?? new Dictionary<string, string>()) env[k] = v;
         foreach (var (k, v) in env) info.Environment[k] = v;
