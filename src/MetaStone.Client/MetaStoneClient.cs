@@ -166,6 +166,13 @@ public sealed class MetaStoneClient : IAsyncDisposable
         return live.OfType<ReplicaLoad>().ToList();
     }
 
+    /// <summary>The cluster's grains, for operator tools and tests that go beyond this API (e.g. Orleans' management grain).</summary>
+    public IGrainFactory Grains => _grains;
+
+    /// <summary>The jobs running in the cluster (admitted, not ended) and the submissions refused at its limit.</summary>
+    public Task<AdmissionSnapshot> GetAdmissionAsync(CancellationToken cancellationToken = default) =>
+        RetryAsync(() => _grains.GetGrain<IAdmissionGrain>(0).GetSnapshotAsync(), cancellationToken);
+
     public static string NewJobId() => Guid.NewGuid().ToString("N")[..16];
 
     /// <summary>Starts a sweep (persisted once this returns), or resumes the sweep with this id and the same settings.</summary>

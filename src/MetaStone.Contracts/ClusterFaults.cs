@@ -10,14 +10,14 @@ public sealed class ReplicaDrainingException : Exception
 }
 
 /// <summary>
-/// The coordinator activation that ran a job was invalidated by Orleans while it ran (a silo loss can leave two activations of
-/// one grain for a moment; Orleans keeps one). The job is not failed: it is still running in the store, and the next call
-/// reaches the activation that continues it.
+/// The activation that ran a job or sweep was replaced while it ran: Orleans invalidated it, or another activation wrote its
+/// persisted state first (a silo loss can leave two activations of one grain for a moment; Orleans keeps one). The job is not
+/// failed: it is still running in its persisted state, and the next call reaches the activation that continues it.
 /// </summary>
 [GenerateSerializer]
-public sealed class CoordinatorReplacedException : Exception
+public sealed class ActivationReplacedException : Exception
 {
-    public CoordinatorReplacedException(string message) : base(message) { }
+    public ActivationReplacedException(string message) : base(message) { }
 }
 
 /// <summary>
@@ -30,7 +30,7 @@ public static class ClusterFaults
 {
     public static bool IsSiloLoss(Exception e) => e switch
     {
-        SiloUnavailableException or TimeoutException or OrleansMessageRejectionException or ReplicaDrainingException or CoordinatorReplacedException => true,
+        SiloUnavailableException or TimeoutException or OrleansMessageRejectionException or ReplicaDrainingException or ActivationReplacedException => true,
         // A gateway connection that dropped (the client's side of a silo loss): ConnectionFailedException and kin.
         OrleansException when e.GetType().Name.Contains("Connection", StringComparison.Ordinal) => true,
         AggregateException a => a.InnerExceptions.Count > 0 && a.InnerExceptions.All(IsSiloLoss),

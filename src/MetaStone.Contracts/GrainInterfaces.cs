@@ -31,9 +31,6 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     [Alias("Cancel"), AlwaysInterleave]
     Task<JobStatus> CancelAsync(string reason);
 
-    /// <summary>Re-activates a job whose coordinator silo died (called by the job-recovery sweep).</summary>
-    [Alias("Resume"), AlwaysInterleave]
-    Task ResumeAsync();
 }
 
 /// <summary>
@@ -48,6 +45,10 @@ public interface ICandidateGrain : IGrainWithStringKey
 
     [Alias("Cancel"), AlwaysInterleave]
     Task CancelAsync();
+
+    /// <summary>Drops the candidate's idempotency record: its job ended and keeps the candidate in its result.</summary>
+    [Alias("Forget"), OneWay]
+    Task ForgetAsync();
 }
 
 /// <summary>
@@ -57,8 +58,17 @@ public interface ICandidateGrain : IGrainWithStringKey
 [Alias("metastone.IReplicaGrain")]
 public interface IReplicaGrain : IGrainWithStringKey
 {
+    /// <summary>Generates the candidate, or joins its generation when this replica is generating it already (same job, index, seed).</summary>
     [Alias("Generate"), ResponseTimeout("00:30:00")]
     Task<CandidateResult> GenerateAsync(CandidateWork work, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The candidate if this replica finished it lately, or joins its generation if the replica is running it (for a caller
+    /// whose silo died); null at once otherwise: how a resumed job finds candidates generated for its dead coordinator
+    /// instead of generating them a second time.
+    /// </summary>
+    [Alias("Join"), ResponseTimeout("00:30:00")]
+    Task<CandidateResult?> JoinAsync(CandidateWork work, CancellationToken cancellationToken = default);
 
     /// <summary>Tokenizes the prompt and checks it fits the context; throws <see cref="ArgumentException"/> when it does not.</summary>
     [Alias("CheckPrompt")]
@@ -97,4 +107,34 @@ public interface IReplicaRegistryGrain : IGrainWithIntegerKey
     /// <summary>Drops a silo's replicas at once (its silo was seen dead by a caller).</summary>
     [Alias("Forget")]
     Task ForgetAsync(string replica);
+}
+
+/// <summary>
+/// Admission control of the whole cluster (singleton, key 0): the set of running jobs, persisted, so the bound holds across
+/// silos and survives the loss of the admission grain's silo.
+/// </summary>
+[Alias("metastone.IAdmissionGrain")]
+public interface IAdmissionGrain : IGrainWithIntegerKey
+{
+    /// <summary>
+    /// Counts the job as running unless <paramref name="limit"/> jobs run already (0 = no limit); false = refused (counted).
+    /// Idempotent: a job admitted before is admitted again.
+    /// </summary>
+    [Alias("TryAdmit")]
+    Task<bool> TryAdmitAsync(string jobId, int limit);
+
+    /// <summary>The job ended (or was never recorded): its place is free. Idempotent.</summary>
+    [Alias("Release")]
+    Task ReleaseAsync(string jobId);
+
+    [Alias("GetSnapshot"), AlwaysInterleave]
+    Task<AdmissionSnapshot> GetSnapshotAsync();
+}
+
+/// <summary>The running jobs of the cluster and the submissions refused because it ran its limit.</summary>
+[GenerateSerializer, Alias("metastone.AdmissionSnapshot")]
+public sealed record AdmissionSnapshot
+{
+    [Id(0)] public required IReadOnlyList<string> RunningJobs { get; init; }
+    [Id(1)] public required long Refused { get; init; }
 }

@@ -29,7 +29,11 @@ public sealed record CandidateWork(
     [property: Id(0)] string JobId,
     [property: Id(1)] int Index,
     [property: Id(2)] long Seed,
-    [property: Id(3)] JobRequest Request);
+    [property: Id(3)] JobRequest Request)
+{
+    /// <summary>Sent by a resumed coordinator: a replica may still be generating this candidate for a caller that died.</summary>
+    [Id(4)] public bool Resumed { get; init; }
+}
 
 /// <summary>One finished candidate trajectory as the cluster reports it (text and scores, never tensors).</summary>
 [GenerateSerializer, Immutable, Alias("metastone.CandidateResult")]

@@ -133,8 +133,4 @@ public interface ISweepGrain : IGrainWithStringKey
 
     [Alias("Cancel"), AlwaysInterleave]
     Task<SweepStatus> CancelAsync(string reason);
-
-    /// <summary>Re-activates a sweep whose silo died (called by the recovery sweep).</summary>
-    [Alias("Resume"), AlwaysInterleave]
-    Task ResumeAsync();
 }

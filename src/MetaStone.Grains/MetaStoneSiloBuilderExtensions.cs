@@ -1,11 +1,14 @@
+using MetaStone.Grains.Durability;
 using MetaStone.Grains.Placement;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Orleans.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Runtime;
 
 namespace MetaStone.Grains;
 
-/// <summary>Admission control: at most <paramref name="MaxRunningJobs"/> jobs run in the cluster at once (counted in the
-/// job store, so the bound holds across silos that share it); further submissions get <see cref="ClusterBusyException"/>.
+/// <summary>Admission control: at most <paramref name="MaxRunningJobs"/> jobs run in the cluster at once (counted by the
+/// persisted admission grain, so the bound holds across silos that share it); further submissions get <see cref="ClusterBusyException"/>.
 /// 0 = unbounded.</summary>
 public sealed record AdmissionOptions(int MaxRunningJobs)
 {
@@ -15,12 +18,14 @@ public sealed record AdmissionOptions(int MaxRunningJobs)
 public static class MetaStoneSiloBuilderExtensions
 {
     /// <summary>
-    /// Registers replica placement and the silo background services. The caller registers the loaded
-    /// <see cref="Engines.ReplicaEngines"/> and an <see cref="Jobs.IJobStore"/> as singletons.
+    /// Registers replica placement, admission, the recovery reminders' period and the silo background services. The caller
+    /// registers the loaded <see cref="Engines.ReplicaEngines"/>, the grain storages named in <see cref="StorageNames"/>
+    /// and a reminder service.
     /// </summary>
     public static ISiloBuilder AddMetaStoneGrains(this ISiloBuilder silo, ReplicaPlacementOptions? placement = null, SiloDrainOptions? drain = null,
-        AdmissionOptions? admission = null)
+        AdmissionOptions? admission = null, DurabilityOptions? durability = null)
     {
+        silo.Services.AddSingleton(durability ?? DurabilityOptions.Cluster);
         silo.Services.AddSingleton(admission ?? new AdmissionOptions(AdmissionOptions.DefaultMaxRunningJobs));
         silo.Services.AddSingleton(placement ?? new ReplicaPlacementOptions());
         silo.Services.AddSingleton(drain ?? new SiloDrainOptions(SiloDrainOptions.DefaultGrace));
@@ -29,8 +34,11 @@ public static class MetaStoneSiloBuilderExtensions
         silo.Services.AddPlacementDirector<ReplicaPlacementStrategy, ReplicaPlacementDirector>();
         silo.Services.AddSingleton<ReplicaHeartbeat>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<ReplicaHeartbeat>());
-        silo.Services.AddSingleton<JobRecoverySweep>();
-        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<JobRecoverySweep>());
+        // Runs of a dead silo resume from their persisted records when their recovery reminder next ticks (every 5 s,
+        // below Orleans' default minimum of one minute, which would leave a job of a dead silo idle for a minute).
+        silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = RecoverableRunGrain.RecoveryPeriod);
+        // Without Redis (the embedded mode and tests) state writes are never retried.
+        silo.Services.TryAddSingleton(new RedisOutagePolicy(TimeSpan.Zero));
         return silo;
     }
 }

@@ -1,14 +1,14 @@
 using System.Net;
 using MetaStone.Grains;
 using MetaStone.Grains.Engines;
-using MetaStone.Grains.Jobs;
-using MetaStone.Grains.Sweeps;
+using MetaStone.Grains.Durability;
 using MetaStone.Model;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
 using Orleans.Hosting;
+using Orleans.Runtime.Hosting;
 using StackExchange.Redis;
 
 namespace MetaStone.Silo;
@@ -65,9 +65,10 @@ public static class MetaStoneSilo
             silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort,
                 settings.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
                 settings.ServiceId, settings.ClusterId);
-            silo.Services.AddSingleton<IJobStore, InMemoryJobStore>();
-            if (settings.SweepDirectory is { } sweeps) silo.Services.AddSingleton<ISweepStore>(new FileSweepStore(sweeps));
-            else silo.Services.AddSingleton<ISweepStore, InMemorySweepStore>();
+            // Jobs live as long as the process; sweeps in files when a directory is given, so a later process resumes them.
+            silo.Services.AddGrainStorage(StorageNames.Jobs, (_, _) => new LocalGrainStorage(new JsonGrainStateSerializer()));
+            silo.Services.AddGrainStorage(StorageNames.Sweeps, (_, _) => new LocalGrainStorage(new JsonGrainStateSerializer(), settings.SweepDirectory));
+            silo.UseInMemoryReminderService();
         }
         else
         {
@@ -84,8 +85,22 @@ public static class MetaStoneSilo
                 var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MetaStone.RedisOutage");
                 return new RedisOutagePolicy(TimeSpan.FromSeconds(settings.RedisOutageToleranceSeconds), message => log.LogWarning("{Message}", message));
             });
-            silo.Services.AddSingleton<IJobStore>(sp => new RedisJobStore(redis, settings.ServiceId, settings.JobRetention, sp.GetRequiredService<RedisOutagePolicy>()));
-            silo.Services.AddSingleton<ISweepStore>(sp => new RedisSweepStore(redis, settings.ServiceId, settings.JobRetention, sp.GetRequiredService<RedisOutagePolicy>()));
+            // Job, candidate, admission and sweep records; reminders that resume the runs of a dead silo. All on the one
+            // connection. Records expire a retention period after their last write (a running job writes as it goes).
+            foreach (var storage in new[] { StorageNames.Jobs, StorageNames.Sweeps })
+                silo.AddRedisGrainStorage(storage, (Orleans.Persistence.RedisStorageOptions o) =>
+                {
+                    o.ConfigurationOptions = ConfigurationOptions.Parse(settings.Redis!);
+                    o.CreateMultiplexer = _ => Task.FromResult<(IConnectionMultiplexer, bool)>((redis, true));
+                    o.GrainStorageSerializer = new JsonGrainStateSerializer();
+                    o.EntryExpiry = settings.JobRetention;
+                    o.DeleteStateOnClear = true;
+                });
+            silo.UseRedisReminderService(o =>
+            {
+                o.ConfigurationOptions = ConfigurationOptions.Parse(settings.Redis!);
+                o.CreateMultiplexer = _ => Task.FromResult<(IConnectionMultiplexer, bool)>((redis, true));
+            });
             silo.Services.AddSingleton<IConnectionMultiplexer>(redis);
             // Default Orleans Redis membership key: {ServiceId}/members/{ClusterId}.
             string membershipKey = $"{settings.ServiceId}/members/{settings.ClusterId}";
@@ -108,7 +123,8 @@ public static class MetaStoneSilo
         silo.Services.AddSingleton(engines);
         MetaStoneMetrics.Observe(engines);
         silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
-            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs));
+            new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs),
+            redis is null ? DurabilityOptions.SingleProcess : DurabilityOptions.Cluster);
     }
 
     /// <summary>

@@ -1,7 +1,6 @@
 using MetaStone.Client;
 using MetaStone.Cluster.Tests.Infrastructure;
 using MetaStone.Contracts;
-using MetaStone.Grains.Jobs;
 using Xunit.Abstractions;
 
 namespace MetaStone.Cluster.Tests;
@@ -23,7 +22,6 @@ public sealed class AdmissionControlTests(ITestOutputHelper output)
         await using var silo = await SiloProcess.StartAsync("admit-a", redis.ConnectionString, clusterId,
             new Dictionary<string, string> { ["MetaStone__MaxRunningJobs"] = Limit.ToString() });
         await using var client = await MetaStoneClient.ConnectAsync(new ClusterConnection(redis.ConnectionString, clusterId, clusterId));
-        var store = new RedisJobStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
 
         // Twelve concurrent submissions of long jobs: the first three to be admitted run for seconds, the rest must bounce.
         var requests = Enumerable.Range(0, 12).Select(i => (Id: $"admit-{i}", Request: new JobRequest
@@ -46,8 +44,8 @@ public sealed class AdmissionControlTests(ITestOutputHelper output)
             Assert.Contains("cluster busy", busy.Message);
             Assert.Contains("submit it again later", busy.Message);
         });
-        Assert.Equal(refused.Count, await store.RejectedBusyAsync());
-        foreach (var (id, _) in refused) Assert.Null(await store.LoadAsync(id)); // nothing stored for a refused job
+        Assert.Equal(refused.Count, (await client.GetAdmissionAsync()).Refused);
+        foreach (var (id, _) in refused) await Assert.ThrowsAsync<KeyNotFoundException>(() => client.GetStatusAsync(id)); // nothing stored for a refused job
 
         // Every accepted job completes with all its candidates.
         using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3));

@@ -12,7 +12,7 @@ public sealed class ClusterFaultsTests
         Assert.True(ClusterFaults.IsSiloLoss(new SiloUnavailableException("gone")));
         Assert.True(ClusterFaults.IsSiloLoss(new TimeoutException()));
         Assert.True(ClusterFaults.IsSiloLoss(new ReplicaDrainingException("stopping")));
-        Assert.True(ClusterFaults.IsSiloLoss(new CoordinatorReplacedException("replaced")));
+        Assert.True(ClusterFaults.IsSiloLoss(new ActivationReplacedException("replaced")));
         Assert.True(ClusterFaults.IsSiloLoss(new AggregateException(new TimeoutException(), new SiloUnavailableException())));
     }
 

@@ -3,8 +3,6 @@ using MetaStone.Cli.Sweeps;
 using MetaStone.Client;
 using MetaStone.Cluster.Tests.Infrastructure;
 using MetaStone.Contracts;
-using MetaStone.Grains.Jobs;
-using MetaStone.Grains.Sweeps;
 using MetaStone.Reasoning;
 using MetaStone.Reasoning.Scaling;
 using MetaStone.Silo;
@@ -18,7 +16,7 @@ namespace MetaStone.Cluster.Tests;
 
 /// <summary>
 /// Scaling-law sweeps on the shipped tiny model: in process, on two Redis-clustered silo processes, and resumed after
-/// the sweep's silo is killed with kill -9. Engine generations are counted by the replicas in the job store.
+/// the sweep's silo is killed with kill -9. Engine generations are counted from the replica grains' one log event per candidate.
 /// </summary>
 public sealed class SweepClusterTests(ITestOutputHelper output)
 {
@@ -57,11 +55,12 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
     public async Task InProcessSweepCompletesCountsEachCandidateOnceAndBestOfNScalesWithCompute()
     {
         int primary = FreePorts.Next();
+        var generated = new GeneratedCandidateCounter();
         using var silo = await MetaStoneSilo.StartAsync(new SiloSettings
         {
             Name = "sweep-inproc", Model = ShippedModel, ClusterId = "sweep-" + Guid.NewGuid().ToString("N")[..8],
             SiloPort = primary, GatewayPort = FreePorts.Next(), MaxBatch = 32, MaxSequenceLength = 512,
-        }, logging => logging.SetMinimumLevel(LogLevel.Warning));
+        }, logging => { logging.SetMinimumLevel(LogLevel.Warning); generated.AddTo(logging); });
         try
         {
             var client = MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>());
@@ -79,8 +78,7 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
             Assert.All(items.Where(i => i.Budget == 16), i => Assert.All(i.Candidates, c => Assert.True(c.ThinkingTokens <= 16)));
 
             // Generate once: every candidate came from exactly one engine call.
-            long generated = await silo.Services.GetRequiredService<IJobStore>().GeneratedCandidatesAsync();
-            Assert.Equal(24 * 4, generated);
+            Assert.Equal(24 * 4, generated.Count);
 
             var report = Analyse(request, status, items);
             Report(report);
@@ -91,7 +89,7 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
             // Starting the same sweep again resumes it: nothing is generated twice.
             var again = await client.StartSweepAsync("inproc", request with { Description = "re-run" });
             Assert.Equal(SweepState.Completed, again.State);
-            Assert.Equal(24 * 4, await silo.Services.GetRequiredService<IJobStore>().GeneratedCandidatesAsync());
+            Assert.Equal(24 * 4, generated.Count);
             // The same id with other settings is refused, naming the problem.
             var clash = await Assert.ThrowsAsync<ArgumentException>(() => client.StartSweepAsync("inproc", request with { Seed = 8 }));
             Assert.Contains("different settings", clash.Message);
@@ -124,15 +122,15 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
             var items = await client.GetSweepItemsAsync("two-silos");
             Assert.Equal(16, items.Count);
 
-            var jobs = new RedisJobStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
             var replicas = new HashSet<string>();
             foreach (var item in items)
-                foreach (var c in (await jobs.LoadAsync(item.JobId))!.Candidates.Values) replicas.Add(c.Replica.Split('/')[0]);
+                foreach (var c in (await client.GetResultAsync(item.JobId))!.Candidates) replicas.Add(c.Replica.Split('/')[0]);
             output.WriteLine($"candidates generated on: {string.Join(", ", replicas)}");
             Assert.Equal(new HashSet<string> { "sweep-a", "sweep-b" }, replicas);
-            Assert.Equal(16 * 4, await jobs.GeneratedCandidatesAsync());
-            // Finished items are in Redis, not only in the grain.
-            Assert.Equal(16, (await new RedisSweepStore(redis.Connection, clusterId, TimeSpan.FromDays(1)).LoadAsync("two-silos"))!.Items.Count);
+            Assert.Equal(16 * 4, silos.Sum(s => s.GeneratedCandidates()));
+            // Finished items are in Redis, not only in the grain: a fresh activation reads them from its record.
+            await client.Grains.GetGrain<Orleans.Runtime.IManagementGrain>(0).ForceActivationCollection(TimeSpan.Zero);
+            Assert.Equal(16, (await client.GetSweepItemsAsync("two-silos")).Count);
 
             var report = Analyse(request, status, items);
             Report(report);
@@ -157,21 +155,19 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
             var connection = new ClusterConnection(redis.ConnectionString, clusterId, clusterId);
             var request = Request(problems: 24, ks: [1, 2, 4], budgets: [32, 64], concurrency: 2);
             int expected = request.ItemCount * request.KMax;
-            var store = new RedisSweepStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
-            var jobs = new RedisJobStore(redis.Connection, clusterId, TimeSpan.FromDays(1));
-            IReadOnlyDictionary<int, SweepItemResult> before;
+            IReadOnlyList<SweepItemResult> before;
             await using (var client = await MetaStoneClient.ConnectAsync(connection))
             {
                 var started = await client.StartSweepAsync("resume", request);
                 Assert.Equal("sweep-victim", started.Silo);
+                SweepStatus? last = null;
                 using (var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3)))
                     await foreach (var s in client.WatchSweepAsync("resume", patience.Token))
-                        if (s.FinishedItems >= 6 || s.IsTerminal) break;
+                        if ((last = s).FinishedItems >= 6 || s.IsTerminal) break;
+                before = await client.GetSweepItemsAsync("resume");
                 silo.KillHard();
-                before = (await store.LoadAsync("resume"))!.Items;
-                var state = (await store.LoadAsync("resume"))!.State;
-                output.WriteLine($"killed the sweep's silo with {before.Count}/{request.ItemCount} items stored, {await jobs.GeneratedCandidatesAsync()} candidates generated");
-                Assert.Equal(SweepState.Running, state); // killed mid-run, not after the end
+                output.WriteLine($"killed the sweep's silo with {before.Count}/{request.ItemCount} items finished, {silo.GeneratedCandidates()} candidates generated");
+                Assert.Equal(SweepState.Running, last!.State); // killed mid-run, not after the end
                 Assert.InRange(before.Count, 6, request.ItemCount - 1);
             }
 
@@ -186,12 +182,15 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
                 var items = await client.GetSweepItemsAsync("resume");
                 Assert.Equal(request.ItemCount, items.Count);
                 // What was finished before the kill is kept as it was, not regenerated.
-                foreach (var (index, item) in before)
-                    Assert.Equal(item.Candidates.Select(c => c.Score), items.Single(i => i.Item == index).Candidates.Select(c => c.Score));
+                foreach (var item in before)
+                    Assert.Equal(item.Candidates.Select(c => c.Score), items.Single(i => i.Item == item.Item).Candidates.Select(c => c.Score));
             }
-            long generated = await jobs.GeneratedCandidatesAsync();
+            // Exactly once, up to the bound of Orleans persistence (see CandidateGrain): a candidate is generated again only
+            // if the silo died between its replica's answer and its record's write; at most the 8 candidates the killed
+            // silo had in flight (2 items × 4). The killed silo's last unflushed log lines can make the count a little low.
+            int generated = silo.GeneratedCandidates() + revived.GeneratedCandidates();
             output.WriteLine($"engine generations: {generated}, no-crash count {expected}");
-            Assert.Equal(expected, generated);
+            Assert.InRange(generated, expected - 8, expected + 8);
         }
         finally
         {

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using MetaStone.Contracts;
 using MetaStone.Reasoning;
 using Microsoft.Extensions.Logging;
+using MetaStone.Grains.Durability;
 using Orleans.Runtime;
 
 namespace MetaStone.Grains.Sweeps;
@@ -14,79 +15,66 @@ namespace MetaStone.Grains.Sweeps;
 /// the items not yet persisted, and their jobs keep their ids, so candidates already stored are not generated again.
 /// </summary>
 [Reentrant]
-public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : Grain, ISweepGrain
+public sealed class SweepGrain(
+    [PersistentState("sweep", StorageNames.Sweeps)] IPersistentState<SweepRecord> record,
+    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : RecoverableRunGrain(durability, logger), ISweepGrain
 {
-    public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(6);
     /// <summary>Jobs tried per item (a failed job is retried under a new id) before the sweep fails.</summary>
     public const int ItemAttempts = 3;
 
-    private readonly SortedDictionary<int, SweepItemResult> _items = [];
+    private readonly DurableState<SweepRecord> _record = new(record, outage);
     /// <summary>Item → the job id it runs as now; its count is the number of items running.</summary>
     private readonly Dictionary<int, string> _runningJobs = [];
-    private SweepRequest? _request;
-    private ModelInfo? _model;
-    private SweepState _state;
-    private string? _error;
-    private DateTimeOffset _createdAt;
-    private int _runs;
     private int _finishedThisRun;
     private Stopwatch _runClock = new();
     private CancellationTokenSource _stop = new();
-    private Task? _run;
-    private IGrainTimer? _leaseTimer;
-    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private string SweepId => this.GetPrimaryKeyString();
+    private SweepRecord Sweep => _record.Value;
+    protected override string Kind => "sweep";
+    protected override bool IsKnown => _record.Exists;
+    protected override bool IsRunning => Sweep.State == SweepState.Running;
 
-    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        if (await store.LoadAsync(SweepId) is { } stored)
+        if (IsKnown && IsRunning)
         {
-            Restore(stored);
-            if (_state == SweepState.Running)
-            {
-                logger.LogWarning("sweep {Sweep}: resuming on silo {Silo} with {Done}/{Total} items already stored", SweepId, silo.Name, _items.Count, _request!.ItemCount);
-                StartRun();
-            }
+            logger.LogWarning("sweep {Sweep}: resuming on silo {Silo} with {Done}/{Total} items already stored", Id, silo.Name, Sweep.Items.Count, Sweep.Request!.ItemCount);
+            StartRun();
         }
+        return Task.CompletedTask;
     }
 
     public async Task<SweepStatus> StartAsync(SweepRequest request)
     {
         SweepRules.Validate(request);
-        if (_request is not null)
+        if (IsKnown)
         {
-            if (!SweepRules.SameSweep(request, _request))
-                throw new ArgumentException($"sweep '{SweepId}' exists with different settings; choose another --id or repeat its exact settings to resume it");
-            if (_state != SweepState.Completed)
+            if (!SweepRules.SameSweep(request, Sweep.Request!))
+                throw new ArgumentException($"sweep '{Id}' exists with different settings; choose another --id or repeat its exact settings to resume it");
+            if (Sweep.State != SweepState.Completed)
             {
                 // Resuming with another model would mix two models' candidates in one sweep.
                 var serving = await DescribeModelAsync();
-                if (_model is not null && (serving.Name, serving.PolicyParameters, serving.HiddenSize) != (_model.Name, _model.PolicyParameters, _model.HiddenSize))
-                    throw new ArgumentException($"sweep '{SweepId}' measured model {_model.Name} ({_model.PolicyParameters:N0} parameters) but the cluster now serves {serving.Name} ({serving.PolicyParameters:N0}); start a new sweep with another --id");
+                if (Sweep.Model is { } model && (serving.Name, serving.PolicyParameters, serving.HiddenSize) != (model.Name, model.PolicyParameters, model.HiddenSize))
+                    throw new ArgumentException($"sweep '{Id}' measured model {model.Name} ({model.PolicyParameters:N0} parameters) but the cluster now serves {serving.Name} ({serving.PolicyParameters:N0}); start a new sweep with another --id");
             }
-            if (_state is SweepState.Failed or SweepState.Cancelled && _run is null or { IsCompleted: true })
+            if (Sweep.State is SweepState.Failed or SweepState.Cancelled)
             {
-                logger.LogInformation("sweep {Sweep}: restarted after it {State}", SweepId, _state);
-                _state = SweepState.Running;
-                _error = null;
-                _run = null;
+                logger.LogInformation("sweep {Sweep}: restarted after it {State}", Id, Sweep.State);
+                (Sweep.State, Sweep.Error) = (SweepState.Running, null);
+                await _record.WriteAsync($"restarting sweep {Id}");
+                await KeepRecoverableAsync();
                 _stop = new CancellationTokenSource();
-                StartRun();
             }
+            if (IsRunning) StartRun();
             return Status();
         }
         await CheckPromptsAsync(request);
-        var model = await DescribeModelAsync();
-        var createdAt = DateTimeOffset.UtcNow;
-        if (!await store.CreateAsync(SweepId, request, model, createdAt))
-        {
-            // Another activation created it first (a failover race); take its record.
-            Restore(await store.LoadAsync(SweepId) ?? throw new InvalidOperationException($"sweep {SweepId} vanished from the store"));
-            return await StartAsync(request);
-        }
-        (_request, _model, _createdAt, _state) = (request, model, createdAt, SweepState.Running);
-        logger.LogInformation("sweep {Sweep} accepted: {Items} items × {K} candidates on silo {Silo}", SweepId, request.ItemCount, request.KMax, silo.Name);
+        var serving2 = await DescribeModelAsync();
+        (Sweep.Request, Sweep.Model, Sweep.CreatedAt, Sweep.State) = (request, serving2, DateTimeOffset.UtcNow, SweepState.Running);
+        await _record.WriteAsync($"accepting sweep {Id}");
+        await KeepRecoverableAsync();
+        logger.LogInformation("sweep {Sweep} accepted: {Items} items × {K} candidates on silo {Silo}", Id, request.ItemCount, request.KMax, silo.Name);
         StartRun();
         return Status();
     }
@@ -100,19 +88,14 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
     public async Task<SweepStatus> WaitForProgressAsync(int afterFinished, TimeSpan maxWait, CancellationToken cancellationToken)
     {
         EnsureKnown();
-        if (_items.Count <= afterFinished && _state == SweepState.Running)
-        {
-            var wait = maxWait > TimeSpan.FromSeconds(30) ? TimeSpan.FromSeconds(30) : maxWait;
-            try { await _changed.Task.WaitAsync(wait, cancellationToken); }
-            catch (TimeoutException) { }
-        }
+        if (Sweep.Items.Count <= afterFinished && IsRunning) await WaitForChangeAsync(maxWait, cancellationToken);
         return Status();
     }
 
     public Task<SweepRequest> GetRequestAsync()
     {
         EnsureKnown();
-        return Task.FromResult(_request!);
+        return Task.FromResult(Sweep.Request!);
     }
 
     public Task<IReadOnlyList<SweepItemResult>> GetItemsAsync(int offset, int count)
@@ -120,40 +103,22 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         EnsureKnown();
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         ArgumentOutOfRangeException.ThrowIfNegative(count);
-        return Task.FromResult<IReadOnlyList<SweepItemResult>>(_items.Values.Skip(offset).Take(count).ToList());
+        return Task.FromResult<IReadOnlyList<SweepItemResult>>(Sweep.Items.OrderBy(i => i.Key).Skip(offset).Take(count).Select(i => i.Value).ToList());
     }
 
     public async Task<SweepStatus> CancelAsync(string reason)
     {
         EnsureKnown();
-        if (_state != SweepState.Running) return Status();
-        _state = SweepState.Cancelled;
-        _error = string.IsNullOrWhiteSpace(reason) ? "cancelled by the client" : reason;
+        if (!IsRunning) return Status();
+        Sweep.State = SweepState.Cancelled;
+        Sweep.Error = string.IsNullOrWhiteSpace(reason) ? "cancelled by the client" : reason;
         _stop.Cancel();
         var jobs = _runningJobs.Values.ToList();
-        try { await Task.WhenAll(jobs.Select(j => GrainFactory.GetGrain<ICoordinatorGrain>(j).CancelAsync($"sweep {SweepId} cancelled"))); }
-        catch (Exception e) { logger.LogWarning("sweep {Sweep}: cancelling its running jobs failed: {Error}", SweepId, e.Message); }
-        await store.EndAsync(SweepId, SweepState.Cancelled, _error);
+        try { await Task.WhenAll(jobs.Select(j => GrainFactory.GetGrain<ICoordinatorGrain>(j).CancelAsync($"sweep {Id} cancelled"))); }
+        catch (Exception e) { logger.LogWarning("sweep {Sweep}: cancelling its running jobs failed: {Error}", Id, e.Message); }
+        await _record.WriteAsync($"cancelling sweep {Id}");
         Signal();
         return Status();
-    }
-
-    public Task ResumeAsync()
-    {
-        // Activation restored and restarted a running sweep; one this silo never heard of has nothing to resume.
-        if (_request is null) DeactivateOnIdle();
-        return Task.CompletedTask;
-    }
-
-    private void Restore(StoredSweep stored)
-    {
-        _request = stored.Request;
-        _model = stored.Model;
-        _state = stored.State;
-        _error = stored.Error;
-        _createdAt = stored.CreatedAt;
-        _runs = stored.Runs;
-        foreach (var (index, item) in stored.Items) _items[index] = item;
     }
 
     private async Task CheckPromptsAsync(SweepRequest request)
@@ -173,32 +138,19 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
     // A sweep is often started right after its silos: it waits 10 s for a replica, twice a single job's patience.
     private Task<string> AnyReplicaAsync() => GrainFactory.GetGrain<IReplicaRegistryGrain>(0).AnyReplicaAsync(attempts: 40);
 
-    private void StartRun()
+    protected override async Task RunAsync()
     {
-        if (_run is not null) return;
-        _leaseTimer ??= this.RegisterGrainTimer(RenewLeaseAsync, new GrainTimerCreationOptions(TimeSpan.Zero, LeaseTime / 3) { Interleave = true });
-        _run = RunAsync();
-    }
-
-    private Task RenewLeaseAsync(CancellationToken cancellationToken)
-    {
-        if (_state != SweepState.Running) return Task.CompletedTask;
-        DelayDeactivation(LeaseTime * 3);
-        return store.RenewLeaseAsync(SweepId, silo.Name, LeaseTime);
-    }
-
-    private async Task RunAsync()
-    {
-        var request = _request!;
+        var request = Sweep.Request!;
         try
         {
-            _runs = await store.StartRunAsync(SweepId);
+            Sweep.Runs++;
+            await _record.WriteAsync($"starting a run of sweep {Id}");
             _runClock = Stopwatch.StartNew();
             _finishedThisRun = 0;
-            var missing = Enumerable.Range(0, request.ItemCount).Where(i => !_items.ContainsKey(i)).ToList();
+            var missing = Enumerable.Range(0, request.ItemCount).Where(i => !Sweep.Items.ContainsKey(i)).ToList();
             int concurrency = request.MaxConcurrentItems > 0 ? request.MaxConcurrentItems
                 : SweepRules.AutoConcurrency((await GrainFactory.GetGrain<IReplicaRegistryGrain>(0).ListAsync()).Sum(r => r.Slots), request.KMax);
-            logger.LogInformation("sweep {Sweep}: run {Run}, {Missing} items to go, {Concurrency} at once", SweepId, _runs, missing.Count, concurrency);
+            logger.LogInformation("sweep {Sweep}: run {Run}, {Missing} items to go, {Concurrency} at once", Id, Sweep.Runs, missing.Count, concurrency);
             using var gate = new SemaphoreSlim(concurrency);
             var token = _stop.Token;
             Exception? firstError = null;
@@ -216,35 +168,41 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
                 }
                 finally { gate.Release(); }
             }));
-            if (_state == SweepState.Running && firstError is not null)
+            if (firstError is ActivationReplacedException) throw firstError;
+            if (IsRunning && firstError is not null)
                 throw new InvalidOperationException($"item failed: {firstError.Message}", firstError);
-            if (_state != SweepState.Running) return;
-            await store.EndAsync(SweepId, SweepState.Completed, null);
-            _state = SweepState.Completed;
-            logger.LogInformation("sweep {Sweep} completed: {Items} items in {Seconds:F0} s", SweepId, _items.Count, _runClock.Elapsed.TotalSeconds);
+            if (!IsRunning) return;
+            Sweep.State = SweepState.Completed;
+            await _record.WriteAsync($"completing sweep {Id}");
+            logger.LogInformation("sweep {Sweep} completed: {Items} items in {Seconds:F0} s", Id, Sweep.Items.Count, _runClock.Elapsed.TotalSeconds);
         }
-        catch (Exception) when (_state != SweepState.Running)
+        catch (Exception) when (!IsRunning && Sweep.State == SweepState.Cancelled)
         {
             // Cancelled: CancelAsync recorded the outcome.
         }
+        catch (ActivationReplacedException)
+        {
+            // Another activation took over the record after a silo loss; it runs the sweep.
+            logger.LogWarning("sweep {Sweep}: this activation was replaced while it ran; the sweep continues on the surviving one", Id);
+            DeactivateOnIdle();
+        }
         catch (Exception e)
         {
-            _state = SweepState.Failed;
-            _error = e.Message;
-            logger.LogError(e, "sweep {Sweep} failed", SweepId);
-            try { await store.EndAsync(SweepId, SweepState.Failed, _error); }
-            catch (Exception s) { logger.LogError(s, "sweep {Sweep}: recording the failure failed", SweepId); }
+            Sweep.State = SweepState.Failed;
+            Sweep.Error = e.Message;
+            logger.LogError(e, "sweep {Sweep} failed", Id);
+            try { await _record.WriteAsync($"recording the failure of sweep {Id}"); }
+            catch (Exception s) { logger.LogError(s, "sweep {Sweep}: recording the failure failed", Id); }
         }
         finally
         {
             _runningJobs.Clear();
-            Signal();
         }
     }
 
     private async Task RunItemAsync(int item, CancellationToken cancellationToken)
     {
-        var request = _request!;
+        var request = Sweep.Request!;
         var (problem, budgetIndex) = SweepRules.ItemOf(request, item);
         var job = SweepRules.JobOf(request, item);
         var clock = Stopwatch.StartNew();
@@ -252,7 +210,7 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         for (int attempt = 1; ; attempt++)
         {
             // The first attempt's id is the same in every run: a resumed sweep re-joins the job and its stored candidates.
-            string jobId = SweepRules.JobId(SweepId, request, item) + (attempt == 1 ? "" : $"~retry{_runs}.{attempt}");
+            string jobId = SweepRules.JobId(Id, request, item) + (attempt == 1 ? "" : $"~retry{Sweep.Runs}.{attempt}");
             _runningJobs[item] = jobId;
             if (attempt == 1) Signal();
             try
@@ -262,7 +220,7 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
             }
             catch (Exception e) when (!cancellationToken.IsCancellationRequested && attempt < ItemAttempts && e is InvalidOperationException or OperationCanceledException)
             {
-                logger.LogWarning("sweep {Sweep}: item {Item} (job {Job}) failed: {Error}; retrying", SweepId, item, jobId, e.Message);
+                logger.LogWarning("sweep {Sweep}: item {Item} (job {Job}) failed: {Error}; retrying", Id, item, jobId, e.Message);
             }
         }
         string answer = request.Problems[problem].Answer;
@@ -273,9 +231,9 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
             Item = item, Problem = problem, Budget = request.Budgets[budgetIndex], JobId = result.JobId, Candidates = candidates,
             Seconds = clock.Elapsed.TotalSeconds,
         };
-        if (_state != SweepState.Running) return;
-        await store.SaveItemAsync(SweepId, finished);
-        _items[item] = finished;
+        if (!IsRunning) return;
+        Sweep.Items[item] = finished;
+        await _record.WriteAsync($"storing item {item} of sweep {Id}");
         _finishedThisRun++;
         _runningJobs.Remove(item);
         Signal();
@@ -299,34 +257,21 @@ public sealed class SweepGrain(ISweepStore store, ILocalSiloDetails silo, ILogge
         }
     }
 
-    private void EnsureKnown()
-    {
-        if (_request is not null) return;
-        DeactivateOnIdle();
-        throw new KeyNotFoundException($"unknown sweep id '{SweepId}'");
-    }
-
     private SweepStatus Status()
     {
-        int total = _request?.ItemCount ?? 0;
+        var request = Sweep.Request;
+        int total = request?.ItemCount ?? 0;
         double runSeconds = _runClock.Elapsed.TotalSeconds;
-        double? eta = _state == SweepState.Running && _finishedThisRun > 0
-            ? runSeconds / _finishedThisRun * (total - _items.Count)
+        double? eta = IsRunning && _finishedThisRun > 0
+            ? runSeconds / _finishedThisRun * (total - Sweep.Items.Count)
             : null;
         return new SweepStatus
         {
-            SweepId = SweepId, State = _state, TotalItems = total, FinishedItems = _items.Count, RunningItems = _runningJobs.Count,
-            FinishedThisRun = _finishedThisRun, RunSeconds = runSeconds, EtaSeconds = eta, CandidatesPerItem = _request?.KMax ?? 0,
-            Error = _error, CreatedAt = _createdAt, Silo = silo.Name, Runs = _runs, Model = _model,
-            Problems = _request?.Problems.Count ?? 0,
-            ProblemsFinished = _request is null ? 0 : _items.Keys.GroupBy(i => i / _request.Budgets.Count).Count(g => g.Count() == _request.Budgets.Count),
+            SweepId = Id, State = Sweep.State, TotalItems = total, FinishedItems = Sweep.Items.Count, RunningItems = _runningJobs.Count,
+            FinishedThisRun = _finishedThisRun, RunSeconds = runSeconds, EtaSeconds = eta, CandidatesPerItem = request?.KMax ?? 0,
+            Error = Sweep.Error, CreatedAt = Sweep.CreatedAt, Silo = silo.Name, Runs = Sweep.Runs, Model = Sweep.Model,
+            Problems = request?.Problems.Count ?? 0,
+            ProblemsFinished = request is null ? 0 : Sweep.Items.Keys.GroupBy(i => i / request.Budgets.Count).Count(g => g.Count() == request.Budgets.Count),
         };
-    }
-
-    private void Signal()
-    {
-        var changed = _changed;
-        _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        changed.TrySetResult();
     }
 }

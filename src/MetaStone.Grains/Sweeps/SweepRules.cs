@@ -65,7 +65,7 @@ public static class SweepRules
 
     /// <summary>Two requests are the same sweep when everything that decides what is measured matches (not the description or the concurrency).</summary>
     public static bool SameSweep(SweepRequest a, SweepRequest b) =>
-        Jobs.JobJson.Write(a with { Description = null, MaxConcurrentItems = 0 }) == Jobs.JobJson.Write(b with { Description = null, MaxConcurrentItems = 0 });
+        Durability.JobJson.Write(a with { Description = null, MaxConcurrentItems = 0 }) == Durability.JobJson.Write(b with { Description = null, MaxConcurrentItems = 0 });
 
     /// <summary>
     /// Items to run at once when the request says 0 (auto): enough jobs of k candidates to fill every replica's batch

@@ -25,6 +25,14 @@ public sealed class SiloProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _output);
 
+    /// <summary>
+    /// Candidates this silo's engines generated (its replica grain logs one line each), of one job or of all. A process killed
+    /// with -9 may not have flushed its last lines, so for a killed silo this is a lower bound.
+    /// </summary>
+    public int GeneratedCandidates(string? jobId = null) =>
+        _output.Count(line => line.Contains("generated candidate ", StringComparison.Ordinal)
+            && (jobId is null || line.Contains($" of job {jobId} (", StringComparison.Ordinal)));
+
     public static string SiloDll()
     {
         string configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
@@ -78,6 +86,8 @@ public sealed class SiloProcess : IAsyncDisposable
             ["MetaStone__MaxBatch"] = "8",
             ["MetaStone__MaxSequenceLength"] = "256",
             ["DOTNET_gcServer"] = "0",
+            // One Debug line per generated candidate: what GeneratedCandidates counts.
+            ["Logging__LogLevel__MetaStone.Grains.ReplicaGrain"] = "Debug",
         };
         foreach (var (k, v) in extra ?? new Dictionary<string, string>()) env[k] = v;
         foreach (var (k, v) in env) info.Environment[k] = v;

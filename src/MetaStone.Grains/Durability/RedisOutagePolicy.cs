@@ -3,22 +3,23 @@ using Polly.Retry;
 using Polly.Timeout;
 using StackExchange.Redis;
 
-namespace MetaStone.Grains.Jobs;
+namespace MetaStone.Grains.Durability;
 
 /// <summary>The job store did not answer within the outage tolerance: the one error a Redis outage may turn into.</summary>
 public sealed class JobStoreUnavailableException(string message, Exception inner) : Exception(message, inner);
 
 /// <summary>
-/// Rides out a Redis outage (a restart, a fail-over, a network blip) for up to <see cref="Tolerance"/> on every store
-/// operation, with Polly: retries with capped exponential back-off and jitter inside one overall timeout.
+/// Rides out a Redis outage (a restart, a fail-over, a network blip) for up to <see cref="Tolerance"/> on every grain
+/// state read and write, with Polly: retries with capped exponential back-off and jitter inside one overall timeout.
 /// </summary>
 /// <remarks>
 /// Issue 11: StackExchange.Redis keeps commands in its backlog while disconnected but fails them after its 5 s async
 /// timeout ("message timed out in the backlog"), so a 6 s Redis restart failed every running job although the data
-/// survived (AOF). Store writes are idempotent (HSET, SET with TTL, SADD/SREM in MULTI) except the two counters
-/// (<c>runs</c>, <c>candidatesGenerated</c>): a retried command that had reached Redis before the connection broke
-/// counts twice, which only those statistics can show. Redis answers <c>LOADING</c> while it replays its AOF after a
-/// restart: that is an outage too.
+/// survived (AOF). Orleans' Redis grain storage does not retry (it wraps the error in its own exception and the grain
+/// call fails), so every <see cref="DurableState{T}"/> write goes through this policy. A state write is a whole-record
+/// put guarded by its ETag: a retried write that had reached Redis before the connection broke comes back as an ETag
+/// conflict, which <see cref="DurableState{T}"/> resolves by re-reading. Redis answers <c>LOADING</c> while it replays
+/// its AOF after a restart: that is an outage too.
 /// </remarks>
 public sealed class RedisOutagePolicy
 {
@@ -56,12 +57,19 @@ public sealed class RedisOutagePolicy
     public TimeSpan Tolerance { get; }
 
     /// <summary>True for the failures an outage produces (not for a bad command or a script error).</summary>
-    public static bool IsOutage(Exception e) => e switch
+    /// <summary>True for a Redis connection loss, timeout or restart, also when a storage provider wrapped it.</summary>
+    public static bool IsOutage(Exception e)
     {
-        RedisConnectionException or RedisTimeoutException => true,
-        RedisServerException s => s.Message.StartsWith("LOADING", StringComparison.Ordinal) || s.Message.StartsWith("BUSY", StringComparison.Ordinal),
-        _ => false,
-    };
+        for (Exception? x = e; x is not null; x = x.InnerException)
+            if (x switch
+                {
+                    RedisConnectionException or RedisTimeoutException => true,
+                    RedisServerException s => s.Message.StartsWith("LOADING", StringComparison.Ordinal) || s.Message.StartsWith("BUSY", StringComparison.Ordinal),
+                    _ => false,
+                })
+                return true;
+        return false;
+    }
 
     public async Task<T> RunAsync<T>(string what, Func<Task<T>> operation)
     {
