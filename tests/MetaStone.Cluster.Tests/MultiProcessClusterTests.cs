@@ -119,6 +119,43 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
         await cluster.ReviveAsync(victim);
     }
 
+    /// <summary>
+    /// Nobody asks: the job of a killed coordinator silo must resume by itself, through its recovery reminder (a client that
+    /// polls would re-activate the coordinator anyway and hide a broken reminder).
+    /// </summary>
+    [Fact]
+    public async Task AJobWhoseCoordinatorSiloDiedResumesWithoutAnyCallThroughItsReminder()
+    {
+        string jobId;
+        SiloProcess victim;
+        await using (var client = await cluster.ConnectedClientAsync())
+        {
+            jobId = await client.SubmitAsync(LongHighEffortJob(6));
+            var status = await client.GetStatusAsync(jobId);
+            victim = cluster.Silos.Single(s => s.Name == status.CoordinatorSilo);
+            await WaitForFinishedAsync(client, jobId, 1);
+        }
+        // No client is connected from here until the job is done.
+        victim.KillHard();
+        var clock = Stopwatch.StartNew();
+        var survivors = cluster.Silos.Where(s => s != victim).ToList();
+        bool resumed = false;
+        while (!resumed && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await Task.Delay(250);
+            resumed = survivors.Any(s => s.Output.Contains($"job {jobId}: resuming on silo", StringComparison.Ordinal));
+        }
+        output.WriteLine($"resumed without any call {clock.ElapsedMilliseconds} ms after the kill");
+        Assert.True(resumed, "no surviving silo resumed the job by itself within 60 s");
+
+        await using var reader = await cluster.ConnectedClientAsync(replicas: 2);
+        using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var result = await reader.AwaitResultAsync(jobId, patience.Token);
+        AssertComplete(result);
+        Assert.True(result.CoordinatorRuns >= 2);
+        await cluster.ReviveAsync(victim);
+    }
+
     [Fact]
     public async Task TwentyConcurrentJobsFromFourClientsAllComplete()
     {
