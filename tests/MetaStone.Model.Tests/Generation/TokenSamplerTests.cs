@@ -40,4 +40,76 @@ public sealed class TokenSamplerTests
         Assert.Equal(17_000, TokenSampler.BlockedInverseCdf(probs, tensor(new[] { 0.31f }).unsqueeze(1)).item<long>());
         Assert.Equal(17_000, TokenSampler.BlockedInverseCdf(probs, tensor(new[] { 1f }).unsqueeze(1)).item<long>());
     }
+
+    /// <summary>The sort-based nucleus of one row: the tokens a descending sort keeps while the mass before them is below top-p.</summary>
+    private static HashSet<long> SortedNucleus(Tensor row, double topP)
+    {
+        var (values, indices) = row.sort(descending: true);
+        var v = values.data<float>().ToArray();
+        var ids = indices.data<long>().ToArray();
+        var kept = new HashSet<long>();
+        double before = 0;
+        for (int i = 0; i < v.Length && before < topP; i++)
+        {
+            kept.Add(ids[i]);
+            before += v[i];
+        }
+        return kept;
+    }
+
+    [Theory]
+    [InlineData(0.95)]
+    [InlineData(0.5)]
+    [InlineData(0.05)]
+    public void Nucleus_threshold_keeps_the_sorted_nucleus_of_flat_vocabulary_sized_rows(double topP)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(11);
+        // Flat rows (as from random weights): the nucleus lies far below the 256-token pool, so the bucketed search runs.
+        var probs = (randn(new long[] { 3, 151_936 }, generator: generator) * tensor(new[] { 0.5f, 1f, 2f }).unsqueeze(1)).softmax(-1);
+        var rows = Enumerable.Repeat(new RowSampling(1, topP, 0, 1, 0.5), 3).ToArray();
+        var threshold = TokenSampler.NucleusThreshold(probs, rows, full(3, 1, (float)topP));
+        for (int r = 0; r < 3; r++)
+        {
+            var expected = SortedNucleus(probs[r], topP);
+            var keptMask = probs[r].ge(threshold[r]);
+            var kept = nonzero(keptMask).squeeze(1).data<long>().ToHashSet();
+            Assert.Superset(expected, kept);
+            // Extra tokens only at the boundary: the search's last bucket, and fp32 sums in another order than the reference's
+            // float64 running sum, may move it by a token or two (of ~10^5 kept).
+            Assert.True(kept.Count - expected.Count <= 3, $"row {r}: {kept.Count - expected.Count} tokens beyond the sorted nucleus of {expected.Count}");
+        }
+    }
+
+    [Fact]
+    public void Nucleus_threshold_on_a_peaked_row_is_read_off_the_pool()
+    {
+        using var scope = NewDisposeScope();
+        var probs = tensor(new[] { 0.5f, 0.3f, 0.15f, 0.05f }).unsqueeze(0);
+        var padded = cat([probs * 0.999f, full(1, 1000, 0.001f / 1000)], dim: 1);   // 1,004 tokens: the pool of 256 covers top-p 0.9
+        float Threshold(double topP, int topK) =>
+            TokenSampler.NucleusThreshold(padded, [new RowSampling(1, topP, topK, 1, 0.5)], full(1, 1, (float)topP)).item<float>();
+        Assert.Equal(0.15f * 0.999f, Threshold(0.9, 0), 6);   // 0.5 + 0.3 < 0.9: the third token is kept, the fourth not
+        Assert.Equal(0.3f * 0.999f, Threshold(1.0, 2), 6);    // top-k 2
+        Assert.Equal(0.5f * 0.999f, Threshold(0.4, 0), 6);    // the first token always stays
+    }
+
+    [Fact]
+    public void A_rows_truncated_sample_does_not_depend_on_the_other_rows()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(5);
+        var flat = randn(new long[] { 1, 151_936 }, generator: generator);                 // needs the bucketed search
+        var peaked = randn(new long[] { 1, 151_936 }, generator: generator) * 30f;          // its pool covers top-p
+        var flatRow = new RowSampling(1.0, 0.9, 0, 1, 0.37);
+        var peakedRow = new RowSampling(0.6, 0.95, 0, 1, 0.81);
+        var topKRow = new RowSampling(1.0, 1.0, 40, 1, 0.52);
+        long flatAlone = TokenSampler.Sample(flat, null, [flatRow])[0];
+        long peakedAlone = TokenSampler.Sample(peaked, null, [peakedRow])[0];
+        long topKAlone = TokenSampler.Sample(flat, null, [topKRow])[0];
+        var mixed = TokenSampler.Sample(cat([peaked, flat, flat], 0), null, [peakedRow, flatRow, topKRow]);
+        Assert.Equal([peakedAlone, flatAlone, topKAlone], mixed);
+        var top40 = flat[0].topk(40).indexes.data<long>().ToHashSet();
+        Assert.Contains(topKAlone, top40);
+    }
 }
