@@ -1,3 +1,4 @@
+using MetaStone.Model.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -413,16 +414,37 @@ public static class Qwen2Loading
     /// <param name="describeSource">Names the file a tensor came from, for error messages.</param>
     public static void LoadWeights(this Qwen2ForCausalLM model, IReadOnlyDictionary<string, Tensor> tensors, Func<string, string> describeSource)
     {
+        var parameters = CheckNames(model, tensors.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<long>)kv.Value.shape), describeSource);
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters)
+            p.copy_(tensors[name]);
+    }
+
+    /// <summary>
+    /// Streams a model directory's safetensors straight into the parameters after the same checks as the dictionary
+    /// overload, made on the validated headers before any data is read. Loading through a dictionary of tensors held a
+    /// second full copy of the weights until every parameter had been copied.
+    /// </summary>
+    /// <param name="locations">From <see cref="CheckpointDirectory.ReadTensorLocations"/>.</param>
+    public static void LoadWeights(this Qwen2ForCausalLM model, IReadOnlyDictionary<string, CheckpointTensorLocation> locations)
+    {
+        var parameters = CheckNames(model, locations.ToDictionary(kv => kv.Key, kv => kv.Value.Entry.Shape), name => locations[name].FilePath);
+        CheckpointDirectory.ReadInto(locations, parameters.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value));
+    }
+
+    /// <summary>Every parameter present with its shape and nothing unexpected, or one error listing (up to 10) problems.</summary>
+    private static Dictionary<string, Parameter> CheckNames(Qwen2ForCausalLM model, IReadOnlyDictionary<string, IReadOnlyList<long>> shapes, Func<string, string> describeSource)
+    {
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var problems = new List<string>();
         foreach (var (name, p) in parameters)
         {
-            if (!tensors.TryGetValue(name, out var t))
+            if (!shapes.TryGetValue(name, out var shape))
                 problems.Add($"missing tensor '{name}' (expected shape [{string.Join(",", p.shape)}])");
-            else if (!t.shape.SequenceEqual(p.shape))
-                problems.Add($"tensor '{name}' in {describeSource(name)} has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", p.shape)}]");
+            else if (!shape.SequenceEqual(p.shape))
+                problems.Add($"tensor '{name}' in {describeSource(name)} has shape [{string.Join(",", shape)}], expected [{string.Join(",", p.shape)}]");
         }
-        foreach (var name in tensors.Keys)
+        foreach (var name in shapes.Keys)
         {
             if (parameters.ContainsKey(name)) continue;
             // Tied checkpoints sometimes carry a copy of the embedding as lm_head; old ones carry rotary buffers.
@@ -432,8 +454,6 @@ public static class Qwen2Loading
         }
         if (problems.Count > 0)
             throw new InvalidDataException("checkpoint does not match the Qwen2 config: " + string.Join("; ", problems.Take(10)) + (problems.Count > 10 ? $"; and {problems.Count - 10} more" : ""));
-        using var _ = no_grad();
-        foreach (var (name, p) in parameters)
-            p.copy_(tensors[name]);
+        return parameters;
     }
 }

@@ -99,9 +99,7 @@ public sealed class ReflectiveModel : IDisposable
         var locations = CheckpointDirectory.ReadTensorLocations(directory);
         var model = new Qwen2ForCausalLM(config, dtype, device, ropePositions: Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)));
         model.eval();
-        var tensors = CheckpointDirectory.Load(directory);
-        try { model.LoadWeights(tensors, name => locations.TryGetValue(name, out var l) ? l.FilePath : directory); }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        model.LoadWeights(locations); // streamed into the parameters: one copy of the weights, not two
 
         var head = LoadHead(directory, config.HiddenSize, device);
         var rules = tokenizer.StepRules();
