@@ -50,17 +50,15 @@ internal static class TokenSampler
         bool truncates = rows.Any(r => r.TopP < 1 || r.TopK > 0);
         if (!truncates)
         {
-            // Full distribution: inverse CDF needs no sorting, and the two-level search needs no full-vocabulary cumsum.
-            sampled = BlockedInverseCdf(probs, uniform);
+            // Full distribution: inverse CDF needs no sorting, and the two-level search needs no full-vocabulary cumsum. The
+            // probabilities go into the per-thread workspace, already padded to whole CDF blocks: no fresh [B, V] pad copy.
+            var (padded, _) = Workspace(b, probs.shape[1], device);
+            padded.narrow(1, 0, probs.shape[1]).copy_(probs);
+            sampled = BlockedInverseCdf(padded, uniform);
         }
         else
         {
-            // Truncation is a per-row probability threshold (keep p ≥ τ), found without sorting the vocabulary; the token is
-            // then drawn by the same blocked inverse CDF as top-p 1 over the kept mass, so truncating costs top-p 1 plus the
-            // threshold search, never less than it.
-            var threshold = NucleusThreshold(probs, rows, topP);
-            var kept = probs * probs.ge(threshold);
-            sampled = BlockedInverseCdf(kept, uniform);
+            sampled = SampleTruncated(probs, rows, topP, uniform);
         }
 
         if (anyGreedy)
@@ -71,75 +69,107 @@ internal static class TokenSampler
         return sampled.data<long>().ToArray();
     }
 
-    /// <summary>Buckets per pass of the nucleus boundary search.</summary>
-    public const int ThresholdBuckets = 256;
+    /// <summary>Buckets per halving of the probability in <see cref="SearchThreshold"/>: its resolution is a factor 2^(1/256), 0.27 %.</summary>
+    public const int BucketsPerOctave = 256;
 
-    /// <summary>Passes of the boundary search: each narrows the boundary's interval by <see cref="ThresholdBuckets"/>,
-    /// three to 2⁻²⁴ of the pool's smallest probability, about one float ulp of it.</summary>
-    public const int ThresholdPasses = 3;
+    /// <summary>Octaves below the row's largest probability that <see cref="SearchThreshold"/> resolves; anything smaller shares the last bucket.</summary>
+    public const int Octaves = 32;
 
-    private static readonly Scalar LastBucket = (ThresholdBuckets - 1).ToScalar();
-    private static readonly Scalar Buckets = ThresholdBuckets.ToScalar();
+    private const int ThresholdBuckets = BucketsPerOctave * Octaves;
+    private static readonly Scalar NegativeBucketsPerOctave = (-(double)BucketsPerOctave).ToScalar();
+    private static readonly Scalar LastBucket = ((double)(ThresholdBuckets - 1)).ToScalar();
+    private static readonly Scalar LastBucketIndex = ((long)(ThresholdBuckets - 1)).ToScalar();
+    private static readonly Scalar BucketsPerRow = ((long)ThresholdBuckets).ToScalar();
+    private static readonly Scalar MinusOneOverBucketsPerOctave = (-1.0 / BucketsPerOctave).ToScalar();
 
     /// <summary>
-    /// Per row, the probability τ such that keeping p ≥ τ is that row's top-k ∩ top-p set: τ is the largest value with
-    /// mass(p ≥ τ) ≥ top-p, i.e. the smallest probability the sort-based nucleus keeps ("keep a token while the mass before
-    /// it is below top-p"). Ties at τ are all kept. [B, 1].
+    /// Top-k ∩ top-p sampling without sorting the vocabulary. A row whose nucleus (or top-k) lies within its
+    /// <see cref="CandidatePool"/> most likely tokens — every row of a trained model at usual settings — samples inside the
+    /// sorted pool: keep a token while the mass before it is below top-p and its rank below top-k, inverse CDF over the kept
+    /// pool. Other rows (flat distributions: random weights, high temperatures) keep every token with p ≥ τ from
+    /// <see cref="SearchThreshold"/> and sample the whole vocabulary by the blocked inverse CDF of top-p 1. The branch is
+    /// chosen per row from the row alone, so a row's token depends only on its own logits, settings and uniform.
     /// </summary>
-    /// <remarks>
-    /// Rows whose nucleus (or top-k) lies within their <see cref="CandidatePool"/> most likely tokens — every row of a
-    /// trained model at usual settings — read τ off the sorted pool. Otherwise (flat distributions: random weights, high
-    /// temperature) the boundary lies below the pool and is found by bucketed search over the whole vocabulary: each pass
-    /// splits the row's interval [lo, hi) into <see cref="ThresholdBuckets"/> equal buckets, sums the mass in each with one
-    /// scatter_add, and keeps the bucket where the mass from the top crosses top-p. That is a few element-wise passes over
-    /// [B, V] instead of a full sort (measured 875 ms per step at B = 32 on the 0.5B shape). Every operation is row-wise, and
-    /// a row covered by its pool takes the pool's τ whatever the other rows need, so a row's τ depends only on its own
-    /// logits and settings. The search's τ is the lower edge of the final bucket, so tokens within 2⁻²⁴ of the pool minimum
-    /// below the exact boundary may be kept as well.
-    /// </remarks>
-    internal static Tensor NucleusThreshold(Tensor probs, RowSampling[] rows, Tensor topP)
+    internal static Tensor SampleTruncated(Tensor probs, RowSampling[] rows, Tensor topP, Tensor uniform)
     {
         var device = probs.device;
         long v = probs.shape[1];
         int maxTopK = rows.Max(r => r.TopK);
         long pool = Math.Min(v, Math.Max(CandidatePool, maxTopK));
-        var (values, _) = probs.topk((int)pool, dim: -1, largest: true, sorted: true);
-        var topK = tensor(rows.Select(r => (long)(r.TopK > 0 ? Math.Min(r.TopK, pool) : pool)).ToArray(), device: device).unsqueeze(1);
+        var (values, indices) = probs.topk((int)pool, dim: -1, largest: true, sorted: true);
+        var topK = tensor(rows.Select(r => (long)(r.TopK > 0 ? r.TopK : pool)).ToArray(), device: device).unsqueeze(1);
         var rank = TorchScalars.Arange(0, pool, device).unsqueeze(0);
-        // Sorted pool: keep a token while the mass before it is below top-p (so the first token always stays) and its rank is below top-k.
+        // Keep a token while the mass before it is below top-p (so the first token always stays).
         var keep = (values.cumsum(-1).sub(values) < topP) & (rank < topK);
-        var last = keep.sum(-1, keepdim: true, type: ScalarType.Int64).Minus(Ones(device)).clamp_min(TorchScalars.Zero);
-        var poolThreshold = values.gather(1, last);
-        if (pool == v) return poolThreshold;
+        var choice = InverseCdf(values * keep, uniform);
+        var fromPool = indices.gather(1, choice.unsqueeze(1)).squeeze(1);
+        if (pool == v) return fromPool;
 
         // The pool is exact for a row when it holds top-p of the mass, or top-k cuts inside it.
         var covered = (values.sum(-1, keepdim: true) >= topP) | topK.LessThan(pool);
-        if (covered.all().item<bool>()) return poolThreshold;
+        if (covered.all().item<bool>()) return fromPool;
 
-        // Invariant per row: mass(p ≥ lo) ≥ top-p > mass(p ≥ hi). At hi = the pool's smallest value it holds for an uncovered row.
-        var lo = zeros_like(poolThreshold);
-        var hi = values.narrow(1, pool - 1, 1).clone();
-        for (int pass = 0; pass < ThresholdPasses; pass++)
-        {
-            var width = hi.Minus(lo).div(Buckets); // explicit Scalars throughout (TorchScalars)
-            var above = (probs * probs.ge(hi)).sum(-1, keepdim: true);
-            // Bucket of each token in [lo, hi); the others go to an extra bucket that is never read.
-            var inRange = probs.ge(lo) & probs.lt(hi);
-            var bucket = probs.Minus(lo).div(width).floor().clamp(TorchScalars.Zero, LastBucket).to_type(ScalarType.Int64);
-            bucket = bucket.masked_fill(inRange.logical_not(), Buckets);
-            var mass = zeros(probs.shape[0], ThresholdBuckets + 1, device: device).scatter_add(1, bucket, probs).narrow(1, 0, ThresholdBuckets);
-            // Mass of p ≥ lower edge of bucket j: everything above hi plus buckets j..end (a reversed cumsum).
-            var atLeast = mass.flip(1).cumsum(1).flip(1).Plus(above);
-            // The highest bucket whose lower edge still has top-p above it holds the boundary.
-            var crossing = atLeast.ge(topP).sum(-1, keepdim: true, type: ScalarType.Int64).Minus(Ones(device)).clamp_min(TorchScalars.Zero);
-            var newLo = lo.Plus(width * crossing);
-            hi = where(crossing.LessThan(ThresholdBuckets - 1), lo.Plus(width * crossing.Plus(Ones(device))), hi);
-            lo = newLo;
-        }
-        return where(covered, poolThreshold, lo);
+        var threshold = SearchThreshold(probs, values.narrow(1, 0, 1), topP);
+        // The kept mass goes into the workspace, whose padding columns (up to a whole CDF block) stay zero: no pad copy.
+        var (kept, _) = Workspace(probs.shape[0], v, device);
+        kept.narrow(1, 0, v).copy_(probs).masked_fill_(probs.lt(threshold), TorchScalars.Zero);
+        return where(covered.squeeze(1), fromPool, BlockedInverseCdf(kept, uniform));
+    }
+
+    /// <summary>
+    /// Per row, a probability τ such that {p ≥ τ} is the top-p nucleus, found from one histogram of the row instead of a
+    /// sort: each token falls in bucket ⌊−256·log2(p / p_max)⌋ (0.27 % wide, 32 octaves; smaller ones share the last), one
+    /// weighted <c>bincount</c> sums the mass per bucket, and the bucket where the running mass from the top reaches top-p
+    /// holds the boundary; τ is that bucket's lower edge. [B, 1].
+    /// </summary>
+    /// <remarks>
+    /// The kept set is the sort-based nucleus plus, at most, the other tokens of the boundary bucket: tokens within a factor
+    /// 2^(1/256) of the smallest probability the nucleus keeps. Full-vocabulary temporaries are what cost here (each new
+    /// [B, V] tensor is fresh pages: 20–200 ms at B = 32 on the loaded 2-core machine), so the index is computed in place in
+    /// one float buffer and converted once; a 3-pass linear-bucket search with ~10 new [B, V] tensors per pass measured 6.6 s
+    /// per call at B = 32 under load, slower than the full sort it replaced.
+    /// </remarks>
+    /// <param name="largest">Each row's largest probability [B, 1].</param>
+    internal static Tensor SearchThreshold(Tensor probs, Tensor largest, Tensor topP)
+    {
+        long rows = probs.shape[0], width = probs.shape[1];
+        var device = probs.device;
+        var (work, index) = Workspace(rows, width, device);
+        var bucket = work.narrow(1, 0, width);
+        bucket.copy_(probs).div_(largest);                                   // p / p_max in (0, 1]
+        bucket.log2_().mul_(NegativeBucketsPerOctave).floor_().clamp_(TorchScalars.Zero, LastBucket);   // log2(0) = -inf lands in the last bucket
+        index.copy_(bucket);
+        index.add_(TorchScalars.Arange(0, rows, device, ScalarType.Int32).mul_(BucketsPerRow).unsqueeze(1), TorchScalars.One);
+        var mass = bincount(index.view(-1), probs.reshape(-1), rows * ThresholdBuckets).view(rows, ThresholdBuckets).to_type(ScalarType.Float32);
+        // First bucket whose running mass reaches top-p (the last bucket when rounding keeps the total just below it).
+        var boundary = mass.cumsum(1).lt(topP).sum(-1, keepdim: true, type: ScalarType.Int64).clamp_max(LastBucketIndex);
+        // Lower edge of bucket b: p_max · 2^(−(b+1)/256); the last bucket has no lower edge (everything it holds is kept).
+        var edge = largest * boundary.Plus(Ones(device)).to_type(ScalarType.Float32).mul(MinusOneOverBucketsPerOctave).exp2();
+        return where(boundary.LessThan(ThresholdBuckets - 1), edge, zeros_like(edge));
     }
 
     private static Tensor Ones(Device device) => ones(1, dtype: ScalarType.Int64, device: device);
+
+    // Per-thread buffers of the threshold search (the engine samples on its one thread): a fresh [B, V] tensor costs
+    // its page faults on every step (measured 80–90 ms per 20 MB at B = 32 on the loaded machine; the float→int64
+    // conversion alone 450 ms), so the search writes into memory that stays mapped. fp32 [B, V rounded up to a CDF block]
+    // (its padding columns stay zero) and int32 [B, V]: 39 MB at B = 32 on Qwen's vocabulary, kept for the thread's life.
+    [ThreadStatic] private static Tensor? _workspace;
+    [ThreadStatic] private static Tensor? _indexWorkspace;
+
+    private static (Tensor Values, Tensor Indices) Workspace(long rows, long width, Device device)
+    {
+        long padded = (width + CdfBlock - 1) / CdfBlock * CdfBlock;
+        if (_workspace is null || _indexWorkspace is null || _workspace.shape[0] < rows || _workspace.shape[1] != padded
+            || _workspace.device.ToString() != device.ToString())
+        {
+            _workspace?.Dispose();
+            _indexWorkspace?.Dispose();
+            _workspace = zeros(rows, padded, device: device).DetachFromDisposeScope();
+            _indexWorkspace = zeros(rows, width, dtype: ScalarType.Int32, device: device).DetachFromDisposeScope();
+        }
+        return (_workspace.narrow(0, 0, rows), _indexWorkspace.narrow(0, 0, rows));
+    }
 
     /// <summary>Width of a block of <see cref="BlockedInverseCdf"/>.</summary>
     public const int CdfBlock = 1024;
