@@ -35,6 +35,16 @@ public sealed class RmsNorm : nn.Module
     }
 }
 
+internal static class Qwen2Layers
+{
+    /// <summary>nn.Linear, or with <paramref name="initialize"/> false the same module over uninitialised parameters.</summary>
+    public static Linear Linear(int inFeatures, int outFeatures, bool hasBias, ScalarType dtype, Device device, bool initialize) => initialize
+        ? nn.Linear(inFeatures, outFeatures, hasBias: hasBias, device: device, dtype: dtype)
+        : nn.Linear(
+            new Parameter(empty(outFeatures, inFeatures, dtype: dtype, device: device)),
+            hasBias ? new Parameter(empty(outFeatures, dtype: dtype, device: device)) : null);
+}
+
 /// <summary>Where the keys and values of one forward pass come from and go to.</summary>
 internal abstract record AttentionPlan
 {
@@ -55,16 +65,19 @@ public sealed class Qwen2Attention : nn.Module
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
     private readonly int _heads, _kvHeads, _headDim, _layer;
 
-    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2Attention))
+    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : this(c, layer, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2Attention))
     {
         _heads = c.NumAttentionHeads;
         _kvHeads = c.NumKeyValueHeads;
         _headDim = c.HeadDim;
         _layer = layer;
-        q_proj = nn.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, device: device, dtype: dtype);
-        k_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
-        v_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
-        o_proj = nn.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        q_proj = Qwen2Layers.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, dtype, device, initialize);
+        k_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
+        v_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
+        o_proj = Qwen2Layers.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
@@ -156,11 +169,14 @@ public sealed class Qwen2Mlp : nn.Module
 {
     private readonly Linear gate_proj, up_proj, down_proj;
 
-    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : base(nameof(Qwen2Mlp))
+    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : this(c, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2Mlp))
     {
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        gate_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
+        up_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
+        down_proj = Qwen2Layers.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
@@ -178,10 +194,13 @@ public sealed class Qwen2DecoderLayer : nn.Module
     private readonly Qwen2Mlp mlp;
     private readonly RmsNorm input_layernorm, post_attention_layernorm;
 
-    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2DecoderLayer))
+    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device) : this(c, layer, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2DecoderLayer))
     {
-        self_attn = new Qwen2Attention(c, layer, dtype, device);
-        mlp = new Qwen2Mlp(c, dtype, device);
+        self_attn = new Qwen2Attention(c, layer, dtype, device, initialize);
+        mlp = new Qwen2Mlp(c, dtype, device, initialize);
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
@@ -244,15 +263,21 @@ public sealed class Qwen2ForCausalLM : nn.Module
     public ScalarType Dtype { get; }
     public Device Device { get; }
 
-    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions = null) : base(nameof(Qwen2ForCausalLM))
+    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions = null)
+        : this(config, dtype, device, ropePositions, initializeWeights: true) { }
+
+    /// <param name="initializeWeights">False skips TorchSharp's default (Kaiming) initialisation of every Linear, for a
+    /// model whose parameters are all loaded right after (<see cref="Qwen2Loading.LoadWeights(Qwen2ForCausalLM, IReadOnlyDictionary{string, CheckpointTensorLocation})"/>
+    /// checks that every one is in the checkpoint). On the 0.5B shape building the model took 13–29 s, more than reading the weights.</param>
+    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions, bool initializeWeights) : base(nameof(Qwen2ForCausalLM))
     {
         config.Validate();
         Config = config;
         Dtype = dtype;
         Device = device;
-        model = new Qwen2Body(config, dtype, device);
+        model = new Qwen2Body(config, dtype, device, initializeWeights);
         if (!config.TieWordEmbeddings)
-            lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
+            lm_head = Qwen2Layers.Linear(config.HiddenSize, config.VocabSize, hasBias: false, dtype, device, initializeWeights);
         RegisterComponents();
         (_ropeCos, _ropeSin) = Rotary.Tables(config.HeadDim, config.RopeTheta, ropePositions ?? config.MaxPositionEmbeddings, device);
         _ropeCos = _ropeCos.DetachFromDisposeScope();
@@ -377,11 +402,11 @@ internal sealed class Qwen2Body : nn.Module
     private readonly ModuleList<Qwen2DecoderLayer> layers;
     private readonly RmsNorm norm;
 
-    public Qwen2Body(Qwen2Config c, ScalarType dtype, Device device) : base("model")
+    public Qwen2Body(Qwen2Config c, ScalarType dtype, Device device, bool initialize) : base("model")
     {
         embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
         layers = new ModuleList<Qwen2DecoderLayer>();
-        for (int i = 0; i < c.NumHiddenLayers; i++) layers.Add(new Qwen2DecoderLayer(c, i, dtype, device));
+        for (int i = 0; i < c.NumHiddenLayers; i++) layers.Add(new Qwen2DecoderLayer(c, i, dtype, device, initialize));
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }

@@ -97,7 +97,8 @@ public sealed class ReflectiveModel : IDisposable
         var template = ChatTemplate.Detect(tokenizer, directory, options.ChatTemplate);
 
         var locations = CheckpointDirectory.ReadTensorLocations(directory);
-        var model = new Qwen2ForCausalLM(config, dtype, device, ropePositions: Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)));
+        // No default initialisation of the Linears: LoadWeights fills (and checks the presence of) every parameter.
+        var model = new Qwen2ForCausalLM(config, dtype, device, Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)), initializeWeights: false);
         model.eval();
         model.LoadWeights(locations); // streamed into the parameters: one copy of the weights, not two
 

@@ -23,9 +23,28 @@ public sealed class StreamedLoadingTests
         var dir = TestPaths.Fixture(fixture);
         var config = Qwen2Config.Load(Path.Combine(dir, "config.json"));
         using var viaDictionary = LoadViaDictionary(dir, config, dtype);
-        using var streamed = new Qwen2ForCausalLM(config, dtype, CPU);
+        using var streamed = new Qwen2ForCausalLM(config, dtype, CPU, ropePositions: null, initializeWeights: false);
         streamed.LoadWeights(CheckpointDirectory.ReadTensorLocations(dir));
         AssertSameParameters(viaDictionary, streamed);
+    }
+
+    /// <summary>A model built without default initialisation and streamed from the checkpoint (how ReflectiveModel loads)
+    /// computes the float64 reference's logits: the forward uses the loaded tensors and nothing left uninitialised.</summary>
+    [Theory]
+    [InlineData("qwen2-tiny-random")]
+    [InlineData("qwen2-tiny-random-tied")]
+    public void UninitialisedThenStreamedModelMatchesTheReferenceForward(string fixture)
+    {
+        var dir = TestPaths.Fixture(fixture);
+        using var model = new Qwen2ForCausalLM(Qwen2Config.Load(Path.Combine(dir, "config.json")), ScalarType.Float32, CPU, ropePositions: null, initializeWeights: false);
+        model.eval();
+        model.LoadWeights(CheckpointDirectory.ReadTensorLocations(dir));
+        var (ids, refLogits, _, _) = Qwen2.ReferenceForwardTests.LoadReference(fixture);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var logits = model.ForwardFull(tensor(ids).unsqueeze(0)).Logits[0];
+        for (int t = 0; t < ids.Length; t++)
+            Qwen2.ReferenceForwardTests.AssertClose(refLogits[t], logits[t].data<float>().ToArray(), 1e-4, $"logits[{t}]");
     }
 
     private static Qwen2ForCausalLM LoadViaDictionary(string dir, Qwen2Config config, ScalarType dtype)
