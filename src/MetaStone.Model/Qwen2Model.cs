@@ -1,3 +1,4 @@
+using MetaStone.Model.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -7,7 +8,11 @@ namespace MetaStone.Model;
 
 #pragma warning disable IDE1006 // field names are the Hugging Face parameter names (RegisterComponents uses them)
 
-/// <summary>Root-mean-square norm as in Hugging Face Qwen2: statistics in fp32, scale in the model dtype.</summary>
+/// <summary>
+/// Root-mean-square norm, entirely in fp32: statistics, normalisation and the scale by the weight, returning fp32.
+/// Hugging Face rounds the normalised value to the model dtype before scaling; scaling in fp32 and letting the caller round
+/// once (to feed the next matmul) is one bf16 rounding fewer, as llama.cpp does.
+/// </summary>
 public sealed class RmsNorm : nn.Module
 {
     private readonly Parameter weight;
@@ -20,13 +25,24 @@ public sealed class RmsNorm : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>x in any dtype → fp32.</summary>
     public Tensor Forward(Tensor x)
     {
         var x32 = x.to_type(ScalarType.Float32);
         // No implicit Scalars (x.square() is pow(2), "+ eps" converts eps): see TorchScalars.
         var normed = x32 * rsqrt((x32 * x32).mean([-1], keepdim: true).Plus(_eps));
-        return weight * normed.to_type(x.dtype);
+        return normed * weight.to_type(ScalarType.Float32);
     }
+}
+
+internal static class Qwen2Layers
+{
+    /// <summary>nn.Linear, or with <paramref name="initialize"/> false the same module over uninitialised parameters.</summary>
+    public static Linear Linear(int inFeatures, int outFeatures, bool hasBias, ScalarType dtype, Device device, bool initialize) => initialize
+        ? nn.Linear(inFeatures, outFeatures, hasBias: hasBias, device: device, dtype: dtype)
+        : nn.Linear(
+            new Parameter(empty(outFeatures, inFeatures, dtype: dtype, device: device)),
+            hasBias ? new Parameter(empty(outFeatures, dtype: dtype, device: device)) : null);
 }
 
 /// <summary>Where the keys and values of one forward pass come from and go to.</summary>
@@ -49,35 +65,45 @@ public sealed class Qwen2Attention : nn.Module
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
     private readonly int _heads, _kvHeads, _headDim, _layer;
 
-    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2Attention))
+    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : this(c, layer, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2Attention))
     {
         _heads = c.NumAttentionHeads;
         _kvHeads = c.NumKeyValueHeads;
         _headDim = c.HeadDim;
         _layer = layer;
-        q_proj = nn.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, device: device, dtype: dtype);
-        k_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
-        v_proj = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: device, dtype: dtype);
-        o_proj = nn.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        q_proj = Qwen2Layers.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, dtype, device, initialize);
+        k_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
+        v_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
+        o_proj = Qwen2Layers.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
+    /// <param name="x">Normalised input in the weights' dtype [B, T, H].</param>
+    /// <param name="cos">fp32 rotary table rows [B, 1, T, hd] (and <paramref name="sin"/>).</param>
+    /// <returns>The attention block's output in fp32 [B, T, H].</returns>
+    /// <remarks>Mixed precision: the projections run in the weights' dtype; RoPE, the attention scores, softmax and the
+    /// weighted sum run in fp32. Keys and values are rounded to the KV cache's dtype (the weights' dtype) in every plan,
+    /// so a full forward sees exactly the keys and values a cached decode reads back.</remarks>
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
     {
         long b = x.shape[0], t = x.shape[1];
-        var q = q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2);
-        var k = k_proj.forward(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
-        var v = v_proj.forward(x).view(b, t, _kvHeads, _headDim);
+        var storage = x.dtype;
+        var q = q_proj.forward(x).to_type(ScalarType.Float32).view(b, t, _heads, _headDim).transpose(1, 2);
+        var k = k_proj.forward(x).to_type(ScalarType.Float32).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        var v = v_proj.forward(x).to_type(storage).view(b, t, _kvHeads, _headDim); // [B, T, KV, hd] in the cache dtype
         q = Rotary.Apply(q, cos, sin);
-        k = Rotary.Apply(k, cos, sin); // [B, KV, T, hd]
+        k = Rotary.Apply(k, cos, sin).to_type(storage); // [B, KV, T, hd]
         int groups = _heads / _kvHeads;
         Tensor attn;
         switch (plan)
         {
             case AttentionPlan.Full full:
             {
-                var kk = k.repeat_interleave(groups, dim: 1);
-                var vv = v.transpose(1, 2).repeat_interleave(groups, dim: 1);
+                var kk = k.to_type(ScalarType.Float32).repeat_interleave(groups, dim: 1);
+                var vv = v.to_type(ScalarType.Float32).transpose(1, 2).repeat_interleave(groups, dim: 1);
                 if (full.PaddingMask is null)
                 {
                     attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
@@ -98,8 +124,8 @@ public sealed class Qwen2Attention : nn.Module
                 kc.narrow(0, pre.Start, t).copy_(k[0].transpose(0, 1));
                 vc.narrow(0, pre.Start, t).copy_(v[0]);
                 long kvLen = pre.Start + t;
-                var kk = kc.narrow(0, 0, kvLen).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
-                var vv = vc.narrow(0, 0, kvLen).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var kk = kc.narrow(0, 0, kvLen).to_type(ScalarType.Float32).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var vv = vc.narrow(0, 0, kvLen).to_type(ScalarType.Float32).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
                 if (pre.Start == 0)
                 {
                     attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
@@ -125,8 +151,8 @@ public sealed class Qwen2Attention : nn.Module
                 var vRows = vc.narrow(1, 0, dec.KvLength);
                 kRows = dec.FirstSlot is int first ? kRows.narrow(0, first, b) : kRows.index_select(0, dec.Slots);
                 vRows = dec.FirstSlot is int first2 ? vRows.narrow(0, first2, b) : vRows.index_select(0, dec.Slots);
-                var kk = kRows.permute(0, 2, 1, 3); // [B, KV, L, hd]
-                var vv = vRows.permute(0, 2, 1, 3);
+                var kk = kRows.to_type(ScalarType.Float32).permute(0, 2, 1, 3); // [B, KV, L, hd]
+                var vv = vRows.to_type(ScalarType.Float32).permute(0, 2, 1, 3);
                 // GQA without copying the cache: fold the query heads of one KV group into the query-length axis.
                 var qg = q.reshape(b, _kvHeads, groups, _headDim);
                 attn = F.scaled_dot_product_attention(qg, kk, vv, dec.Mask).reshape(b, _heads, 1, _headDim);
@@ -135,7 +161,7 @@ public sealed class Qwen2Attention : nn.Module
             default:
                 throw new InvalidOperationException("unknown attention plan");
         }
-        return o_proj.forward(attn.transpose(1, 2).reshape(b, t, _heads * _headDim));
+        return o_proj.forward(attn.transpose(1, 2).reshape(b, t, _heads * _headDim).to_type(storage)).to_type(ScalarType.Float32);
     }
 }
 
@@ -143,15 +169,23 @@ public sealed class Qwen2Mlp : nn.Module
 {
     private readonly Linear gate_proj, up_proj, down_proj;
 
-    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : base(nameof(Qwen2Mlp))
+    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : this(c, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2Mlp))
     {
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        gate_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
+        up_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
+        down_proj = Qwen2Layers.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x) => down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x));
+    /// <summary>x in the weights' dtype → fp32; the gate (SiLU × up) is computed in fp32 and rounded once for down_proj.</summary>
+    public Tensor Forward(Tensor x)
+    {
+        var gated = F.silu(gate_proj.forward(x).to_type(ScalarType.Float32)) * up_proj.forward(x).to_type(ScalarType.Float32);
+        return down_proj.forward(gated.to_type(x.dtype)).to_type(ScalarType.Float32);
+    }
 }
 
 public sealed class Qwen2DecoderLayer : nn.Module
@@ -160,19 +194,25 @@ public sealed class Qwen2DecoderLayer : nn.Module
     private readonly Qwen2Mlp mlp;
     private readonly RmsNorm input_layernorm, post_attention_layernorm;
 
-    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device) : base(nameof(Qwen2DecoderLayer))
+    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device) : this(c, layer, dtype, device, initialize: true) { }
+
+    /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
+    public Qwen2DecoderLayer(Qwen2Config c, int layer, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2DecoderLayer))
     {
-        self_attn = new Qwen2Attention(c, layer, dtype, device);
-        mlp = new Qwen2Mlp(c, dtype, device);
+        self_attn = new Qwen2Attention(c, layer, dtype, device, initialize);
+        mlp = new Qwen2Mlp(c, dtype, device, initialize);
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
 
-    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
+    /// <param name="x">The residual stream, fp32 whatever the weights' dtype (as llama.cpp keeps it: a bf16 residual
+    /// loses the small updates of every layer).</param>
+    /// <param name="weightDtype">The dtype the matmuls run in.</param>
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan, ScalarType weightDtype)
     {
-        var h = x.Plus(self_attn.Forward(input_layernorm.Forward(x), cos, sin, plan));
-        return h.Plus(mlp.Forward(post_attention_layernorm.Forward(h)));
+        var h = x.Plus(self_attn.Forward(input_layernorm.Forward(x).to_type(weightDtype), cos, sin, plan));
+        return h.Plus(mlp.Forward(post_attention_layernorm.Forward(h).to_type(weightDtype)));
     }
 }
 
@@ -192,7 +232,7 @@ internal static class Rotary
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x [B, H, T, hd]; cos/sin [B, 1, T, hd] in x's dtype.</summary>
+    /// <summary>x [B, H, T, hd]; cos/sin [B, 1, T, hd] in x's dtype (fp32).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         long half = x.shape[^1] / 2;
@@ -206,7 +246,7 @@ internal static class Rotary
 /// <summary>What one forward pass returns.</summary>
 /// <param name="Logits">fp32 logits: [B, V] for the last position of each row, or [B, T, V] when all were asked for.</param>
 /// <param name="SprmFeatures">Hugging Face <c>hidden_states[-2]</c> (the raw residual stream entering the last
-/// decoder layer) at the same positions as the logits, in the model dtype.</param>
+/// decoder layer) at the same positions as the logits, in fp32 (the residual stream is kept in fp32).</param>
 public sealed record ForwardOutput(Tensor Logits, Tensor SprmFeatures);
 
 /// <summary>
@@ -223,15 +263,21 @@ public sealed class Qwen2ForCausalLM : nn.Module
     public ScalarType Dtype { get; }
     public Device Device { get; }
 
-    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions = null) : base(nameof(Qwen2ForCausalLM))
+    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions = null)
+        : this(config, dtype, device, ropePositions, initializeWeights: true) { }
+
+    /// <param name="initializeWeights">False skips TorchSharp's default (Kaiming) initialisation of every Linear, for a
+    /// model whose parameters are all loaded right after (<see cref="Qwen2Loading.LoadWeights(Qwen2ForCausalLM, IReadOnlyDictionary{string, CheckpointTensorLocation})"/>
+    /// checks that every one is in the checkpoint). On the 0.5B shape building the model took 13–29 s, more than reading the weights.</param>
+    public Qwen2ForCausalLM(Qwen2Config config, ScalarType dtype, Device device, int? ropePositions, bool initializeWeights) : base(nameof(Qwen2ForCausalLM))
     {
         config.Validate();
         Config = config;
         Dtype = dtype;
         Device = device;
-        model = new Qwen2Body(config, dtype, device);
+        model = new Qwen2Body(config, dtype, device, initializeWeights);
         if (!config.TieWordEmbeddings)
-            lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
+            lm_head = Qwen2Layers.Linear(config.HiddenSize, config.VocabSize, hasBias: false, dtype, device, initializeWeights);
         RegisterComponents();
         (_ropeCos, _ropeSin) = Rotary.Tables(config.HeadDim, config.RopeTheta, ropePositions ?? config.MaxPositionEmbeddings, device);
         _ropeCos = _ropeCos.DetachFromDisposeScope();
@@ -310,18 +356,42 @@ public sealed class Qwen2ForCausalLM : nn.Module
 
     private ForwardOutput Run(Tensor inputIds, Tensor positions, AttentionPlan plan, bool allPositions)
     {
-        // cos/sin gathered per row and position so rows at different positions share one batch.
-        var cos = _ropeCos.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1).to_type(Dtype);
-        var sin = _ropeSin.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1).to_type(Dtype);
-        var (final, features) = model.Forward(inputIds, cos, sin, plan);
+        // cos/sin gathered per row and position so rows at different positions share one batch; RoPE stays in fp32.
+        var cos = _ropeCos.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1);
+        var sin = _ropeSin.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1);
+        var (final, features) = model.Forward(inputIds, cos, sin, plan, Dtype);
         if (!allPositions)
         {
             long t = final.shape[1];
             final = final.narrow(1, t - 1, 1).squeeze(1);
             features = features.narrow(1, t - 1, 1).squeeze(1);
         }
-        var logits = lm_head is not null ? lm_head.forward(final) : F.linear(final, model.EmbeddingWeight);
-        return new ForwardOutput(logits.to_type(ScalarType.Float32), features);
+        var headWeight = lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
+        var logits = F.linear(final.to_type(Dtype), headWeight).to_type(ScalarType.Float32);
+        if (Dtype != ScalarType.Float32) logits = RefineLikeliest(logits, final, headWeight);
+        return new ForwardOutput(logits, features);
+    }
+
+    /// <summary>How many of each row's likeliest logits <see cref="RefineLikeliest"/> recomputes in fp32.</summary>
+    public const int RefinedLogits = 32;
+
+    /// <summary>
+    /// A bf16 matmul returns bf16: logits of magnitude 4–8 come back rounded by up to 0.016, which moves a probability of
+    /// 0.5 by ~4e-3 (measured on the fixtures: top-5 |Δp| 1–2e-2 before this and the fp32 residual stream). TorchSharp has
+    /// no bf16 × bf16 → fp32 matmul, and an fp32 copy of the head would cost its size again in memory and fp32 matmul time,
+    /// so the row's likeliest logits are recomputed as fp32 dot products of the fp32 hidden state with their (exact, bf16)
+    /// weight rows: B × 32 rows gathered, against a [B, V] matmul. The others keep their bf16 rounding; they enter only the
+    /// softmax's normaliser, where their independent errors mostly cancel.
+    /// </summary>
+    private static Tensor RefineLikeliest(Tensor logits, Tensor hidden, Tensor headWeight)
+    {
+        int refined = (int)Math.Min(RefinedLogits, logits.shape[^1]);
+        var flatLogits = logits.reshape(-1, logits.shape[^1]);
+        var flatHidden = hidden.reshape(-1, 1, hidden.shape[^1]);                       // [N, 1, H] fp32
+        var likeliest = flatLogits.topk(refined, dim: -1, largest: true, sorted: false).indexes;   // [N, K]
+        var rows = headWeight.index_select(0, likeliest.reshape(-1)).view(likeliest.shape[0], refined, -1).to_type(ScalarType.Float32);
+        var exact = flatHidden.bmm(rows.transpose(1, 2)).squeeze(1);                   // [N, K]
+        return flatLogits.scatter(1, likeliest, exact).view(logits.shape);
     }
 }
 
@@ -332,28 +402,28 @@ internal sealed class Qwen2Body : nn.Module
     private readonly ModuleList<Qwen2DecoderLayer> layers;
     private readonly RmsNorm norm;
 
-    public Qwen2Body(Qwen2Config c, ScalarType dtype, Device device) : base("model")
+    public Qwen2Body(Qwen2Config c, ScalarType dtype, Device device, bool initialize) : base("model")
     {
         embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
         layers = new ModuleList<Qwen2DecoderLayer>();
-        for (int i = 0; i < c.NumHiddenLayers; i++) layers.Add(new Qwen2DecoderLayer(c, i, dtype, device));
+        for (int i = 0; i < c.NumHiddenLayers; i++) layers.Add(new Qwen2DecoderLayer(c, i, dtype, device, initialize));
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
 
     public Tensor EmbeddingWeight => embed_tokens.weight!;
 
-    /// <summary>Returns (final-norm output, input of the last layer).</summary>
-    public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan)
+    /// <summary>Returns (final-norm output, input of the last layer), both fp32.</summary>
+    public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan, ScalarType weightDtype)
     {
-        var x = embed_tokens.forward(inputIds);
+        var x = embed_tokens.forward(inputIds).to_type(ScalarType.Float32);
         Tensor features = x;
         for (int i = 0; i < layers.Count; i++)
         {
             if (i == layers.Count - 1) features = x;
             // One dispose scope per layer keeps temporaries from piling up (torchsharp-notes §4).
             using var scope = NewDisposeScope();
-            x = layers[i].Forward(x, cos, sin, plan).MoveToOuterDisposeScope();
+            x = layers[i].Forward(x, cos, sin, plan, weightDtype).MoveToOuterDisposeScope();
         }
         return (norm.Forward(x), features);
     }
@@ -369,16 +439,37 @@ public static class Qwen2Loading
     /// <param name="describeSource">Names the file a tensor came from, for error messages.</param>
     public static void LoadWeights(this Qwen2ForCausalLM model, IReadOnlyDictionary<string, Tensor> tensors, Func<string, string> describeSource)
     {
+        var parameters = CheckNames(model, tensors.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<long>)kv.Value.shape), describeSource);
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters)
+            p.copy_(tensors[name]);
+    }
+
+    /// <summary>
+    /// Streams a model directory's safetensors straight into the parameters after the same checks as the dictionary
+    /// overload, made on the validated headers before any data is read. Loading through a dictionary of tensors held a
+    /// second full copy of the weights until every parameter had been copied.
+    /// </summary>
+    /// <param name="locations">From <see cref="CheckpointDirectory.ReadTensorLocations"/>.</param>
+    public static void LoadWeights(this Qwen2ForCausalLM model, IReadOnlyDictionary<string, CheckpointTensorLocation> locations)
+    {
+        var parameters = CheckNames(model, locations.ToDictionary(kv => kv.Key, kv => kv.Value.Entry.Shape), name => locations[name].FilePath);
+        CheckpointDirectory.ReadInto(locations, parameters.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value));
+    }
+
+    /// <summary>Every parameter present with its shape and nothing unexpected, or one error listing (up to 10) problems.</summary>
+    private static Dictionary<string, Parameter> CheckNames(Qwen2ForCausalLM model, IReadOnlyDictionary<string, IReadOnlyList<long>> shapes, Func<string, string> describeSource)
+    {
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var problems = new List<string>();
         foreach (var (name, p) in parameters)
         {
-            if (!tensors.TryGetValue(name, out var t))
+            if (!shapes.TryGetValue(name, out var shape))
                 problems.Add($"missing tensor '{name}' (expected shape [{string.Join(",", p.shape)}])");
-            else if (!t.shape.SequenceEqual(p.shape))
-                problems.Add($"tensor '{name}' in {describeSource(name)} has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", p.shape)}]");
+            else if (!shape.SequenceEqual(p.shape))
+                problems.Add($"tensor '{name}' in {describeSource(name)} has shape [{string.Join(",", shape)}], expected [{string.Join(",", p.shape)}]");
         }
-        foreach (var name in tensors.Keys)
+        foreach (var name in shapes.Keys)
         {
             if (parameters.ContainsKey(name)) continue;
             // Tied checkpoints sometimes carry a copy of the embedding as lm_head; old ones carry rotary buffers.
@@ -388,8 +479,6 @@ public static class Qwen2Loading
         }
         if (problems.Count > 0)
             throw new InvalidDataException("checkpoint does not match the Qwen2 config: " + string.Join("; ", problems.Take(10)) + (problems.Count > 10 ? $"; and {problems.Count - 10} more" : ""));
-        using var _ = no_grad();
-        foreach (var (name, p) in parameters)
-            p.copy_(tensors[name]);
+        return parameters;
     }
 }

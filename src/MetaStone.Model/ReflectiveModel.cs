@@ -97,11 +97,10 @@ public sealed class ReflectiveModel : IDisposable
         var template = ChatTemplate.Detect(tokenizer, directory, options.ChatTemplate);
 
         var locations = CheckpointDirectory.ReadTensorLocations(directory);
-        var model = new Qwen2ForCausalLM(config, dtype, device, ropePositions: Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)));
+        // No default initialisation of the Linears: LoadWeights fills (and checks the presence of) every parameter.
+        var model = new Qwen2ForCausalLM(config, dtype, device, Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)), initializeWeights: false);
         model.eval();
-        var tensors = CheckpointDirectory.Load(directory);
-        try { model.LoadWeights(tensors, name => locations.TryGetValue(name, out var l) ? l.FilePath : directory); }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        model.LoadWeights(locations); // streamed into the parameters: one copy of the weights, not two
 
         var head = LoadHead(directory, config.HiddenSize, device);
         var rules = tokenizer.StepRules();

@@ -61,6 +61,24 @@ public static class CheckpointDirectory
     }
 
     /// <summary>
+    /// Streams the tensors of a model directory (single file or index + shards) straight into preallocated tensors, shard
+    /// by shard (see <see cref="SafeTensors.ReadInto"/>): the weights exist once in memory, in their final place.
+    /// </summary>
+    /// <param name="locations">From <see cref="ReadTensorLocations"/> (headers already validated).</param>
+    /// <param name="targets">Name → contiguous tensor of the checkpoint entry's shape; every name must be in <paramref name="locations"/>.</param>
+    public static void ReadInto(IReadOnlyDictionary<string, CheckpointTensorLocation> locations, IReadOnlyDictionary<string, torch.Tensor> targets)
+    {
+        var missing = targets.Keys.FirstOrDefault(name => !locations.ContainsKey(name));
+        if (missing is not null)
+            throw new CheckpointFormatException($"no checkpoint file holds tensor '{missing}'");
+        foreach (var shard in targets.Keys.GroupBy(name => locations[name].FilePath, StringComparer.Ordinal))
+        {
+            var header = SafeTensorsHeader.Read(shard.Key);
+            SafeTensors.ReadInto(header, shard.ToDictionary(name => name, name => targets[name], StringComparer.Ordinal));
+        }
+    }
+
+    /// <summary>
     /// Writes tensors as <c>model-0000k-of-0000n.safetensors</c> shards of at most <paramref name="maxShardBytes"/>
     /// data bytes each (a single larger tensor gets a shard of its own) plus the index. Names are packed into shards in
     /// sorted order. One shard is written as plain <c>model.safetensors</c> with no index, as transformers does.

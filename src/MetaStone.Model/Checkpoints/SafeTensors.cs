@@ -1,5 +1,6 @@
 using System.Text.Json;
 using TorchSharp;
+using DeviceType = TorchSharp.DeviceType;
 
 namespace MetaStone.Model.Checkpoints;
 
@@ -66,6 +67,46 @@ public static class SafeTensors
             foreach (var tensor in result.Values)
                 tensor.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Streams named tensors of a file whose header was already read straight into preallocated tensors (model
+    /// parameters): no dictionary of loaded tensors, so a model loads with one copy of its weights in memory instead of
+    /// two. A CPU target of the file's dtype is filled by reading the file into its memory; any other target (another
+    /// dtype, another device) through one chunk of at most 64 MB of the file's dtype, converted by <c>copy_</c>.
+    /// </summary>
+    /// <param name="targets">Name → contiguous tensor of the entry's shape.</param>
+    public static void ReadInto(SafeTensorsHeader header, IReadOnlyDictionary<string, torch.Tensor> targets)
+    {
+        EnsureLittleEndianHost();
+        foreach (var (name, target) in targets)
+        {
+            if (!header.EntriesByName.TryGetValue(name, out var entry))
+                throw new CheckpointFormatException($"safetensors file '{header.Path}' has no tensor '{name}'");
+            if (!target.shape.SequenceEqual(entry.Shape))
+                throw new CheckpointFormatException($"safetensors file '{header.Path}', tensor '{name}': shape [{string.Join(",", entry.Shape)}] does not match the target's [{string.Join(",", target.shape)}]");
+            if (!target.is_contiguous())
+                throw new ArgumentException($"target for tensor '{name}' is not contiguous", nameof(targets));
+        }
+
+        using var stream = new FileStream(header.Path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        // The file may have changed since the header was read; the offsets were validated against the old length.
+        if (stream.Length != header.DataStart + header.DataLength)
+            throw new CheckpointFormatException($"safetensors file '{header.Path}' changed size since its header was read");
+        using var noGrad = torch.no_grad();
+        // Header entries are in data order, so the reads walk the file forward.
+        foreach (var entry in header.Entries)
+        {
+            if (!targets.TryGetValue(entry.Name, out var target))
+                continue;
+            var scalarType = entry.DType.ToScalarType() ?? throw new CheckpointFormatException(
+                $"safetensors file '{header.Path}', tensor '{entry.Name}': dtype {entry.DType.ToHeaderName()} has no TorchSharp equivalent");
+            stream.Position = header.DataStart + entry.Begin;
+            if (target.device_type == DeviceType.CPU && target.dtype == scalarType)
+                TensorBytes.ReadInto(target, stream);
+            else
+                TensorBytes.ReadConverted(target, scalarType, stream);
         }
     }
 

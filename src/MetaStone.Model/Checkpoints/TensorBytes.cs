@@ -26,6 +26,29 @@ internal static class TensorBytes
         }
     }
 
+    /// <summary>
+    /// Fills the contiguous tensor <paramref name="target"/> (any device, any dtype) from <paramref name="sourceType"/>
+    /// data in the stream, through one CPU chunk of at most <see cref="ChunkBytes"/> that <c>copy_</c> converts.
+    /// </summary>
+    public static void ReadConverted(torch.Tensor target, torch.ScalarType sourceType, Stream source)
+    {
+        long elementCount = target.numel();
+        if (elementCount == 0)
+            return;
+        using var scope = torch.NewDisposeScope();
+        var flat = target.view(-1);
+        var probe = torch.empty(1, sourceType);
+        long elementsPerChunk = Math.Max(1, ChunkBytes / probe.element_size());
+        var chunkBuffer = torch.empty(Math.Min(elementsPerChunk, elementCount), sourceType);
+        for (long start = 0; start < elementCount; start += elementsPerChunk)
+        {
+            long count = Math.Min(elementsPerChunk, elementCount - start);
+            var chunk = chunkBuffer.narrow(0, 0, count);
+            source.ReadExactly(chunk.bytes);
+            flat.narrow(0, start, count).copy_(chunk);
+        }
+    }
+
     /// <summary>Writes the bytes of a contiguous CPU tensor.</summary>
     public static void WriteFrom(torch.Tensor source, Stream target)
     {
