@@ -222,8 +222,7 @@ public sealed class CoordinatorGrain(IJobStore store, ILocalSiloDetails silo, Ad
             };
             await store.CompleteAsync(result);
             (_result, _state) = (result, JobState.Completed);
-            MetaStoneMetrics.JobsCompleted.Add(1);
-            MetaStoneMetrics.JobLatency.Record(result.ElapsedSeconds, new KeyValuePair<string, object?>("k", _k));
+            MetaStoneMetrics.JobCompleted(_request!, _k, result.ElapsedSeconds);
             Emit(ProgressKind.Completed);
             _completion.TrySetResult(result);
             logger.LogInformation("job {Job} completed: winner {Winner} score {Score:F4}", JobId, result.WinnerIndex, result.Winner.Score);

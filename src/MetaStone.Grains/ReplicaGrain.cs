@@ -32,7 +32,10 @@ public sealed class ReplicaGrain(ReplicaEngines engines, IJobStore store, ILocal
     {
         if (drain.Draining)
             throw new ReplicaDrainingException($"replica {this.GetPrimaryKeyString()} is stopping and takes no new candidates");
-        var result = await Engine.GenerateAsync(work, cancellationToken) with { Replica = this.GetPrimaryKeyString() };
+        CandidateResult result;
+        MetaStoneMetrics.CandidatesInFlight.Add(1);
+        try { result = await Engine.GenerateAsync(work, cancellationToken) with { Replica = this.GetPrimaryKeyString() }; }
+        finally { MetaStoneMetrics.CandidatesInFlight.Add(-1); }
         MetaStoneMetrics.Generated(result);
         // Persist at the source: if the caller's silo died while this ran, the candidate is still kept, and a
         // resumed job finds it instead of generating it again.
