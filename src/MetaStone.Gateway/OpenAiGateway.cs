@@ -60,22 +60,22 @@ public static class OpenAiGateway
         app.MapOpenApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapGet("/health", () => Results.Json(new { status = "ok" }))
-            .WithSummary("Liveness: 200 {\"status\": \"ok\"} while the gateway runs.").Produces(200);
+            .WithSummary("Liveness: 200 {\"status\": \"ok\"} while the gateway runs.").WithTags("Operations").Produces(200);
         app.MapGet("/v1/models", (HttpContext http) => Authorized(http, options) ?? Results.Json(new
         {
             @object = "list",
             data = new[] { new { id = options.ModelId, @object = "model", created = 0, owned_by = "metastone" } },
-        })).WithSummary("The one model this gateway serves.").Produces(200).Produces(401);
+        })).WithSummary("The one model this gateway serves.").WithTags("OpenAI").Produces(200).Produces(401);
         app.MapPost("/v1/chat/completions", (Func<HttpContext, Task<IResult>>)(http => ChatCompletionsAsync(http, client, options)))
-            .WithSummary("Chat completion by test-time scaling; stream: true answers with server-sent events.")
+            .WithSummary("Chat completion by test-time scaling; stream: true answers with server-sent events.").WithTags("OpenAI")
             .WithDescription("Fields: model, messages (the last user message is the question), reasoning_effort (low|medium|high), n (k), " +
                 "max_completion_tokens / max_tokens, temperature, top_p, seed, stream, metastone {selection: bon|majority|weighted, thinking_budget, return_candidates}. " +
                 "Errors use OpenAI's shape: 400 bad field, 401 wrong key, 404 unknown model, 429 cluster busy (Retry-After), 503 no replica, 500 failed job.")
             .Accepts<JsonObject>("application/json")
-            .Produces(200, contentType: "application/json").Produces(200, contentType: "text/event-stream")
+            .Produces(200, typeof(JsonObject), "application/json", "text/event-stream")
             .Produces(400).Produces(401).Produces(404).Produces(429).Produces(500).Produces(503);
         app.MapPost("/v1/completions", (Func<HttpContext, Task<IResult>>)(http => CompletionsAsync(http, client, options)))
-            .WithSummary("Legacy completion: choices[0].text is the selected trajectory's whole response (thinking included); not streamed.")
+            .WithSummary("Legacy completion: choices[0].text is the selected trajectory's whole response (thinking included); not streamed.").WithTags("OpenAI")
             .Accepts<JsonObject>("application/json")
             .Produces(200, contentType: "application/json").Produces(400).Produces(401).Produces(404).Produces(429).Produces(500).Produces(503);
         return app;
