@@ -53,7 +53,10 @@ public sealed class ServeCommand : ICliVerb
                 await app.StartAsync(cancellationToken);
                 string dashboard = parse.GetValue(dashboardPort) is > 0 and var p ? $", dashboard http://127.0.0.1:{p}/" : "";
                 Console.WriteLine($"metastone serve ready: {string.Join(", ", app.Urls)} (model '{id}'{(key is null ? "" : ", API key required")}){dashboard}");
-                try { await Task.Delay(Timeout.Infinite, cancellationToken); }
+                // SIGTERM reaches the web host's own console lifetime (which stops the application) rather than this verb's token:
+                // wait for either, or `docker stop` / `kill` left serve running until SIGKILL.
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
+                try { await Task.Delay(Timeout.Infinite, stop.Token); }
                 catch (OperationCanceledException) { }
                 await app.StopAsync(CancellationToken.None);
                 return ExitCodes.Ok;
