@@ -133,7 +133,7 @@ public sealed class MetaStoneClient : IAsyncDisposable
 
     /// <summary>
     /// Progress of a job until it ends (the last event is Completed, Failed or Cancelled). Each event is yielded
-    /// once, also when the job's coordinator moves to another silo and replays what it found in the store.
+    /// once, also when the job's coordinator moves to another silo and replays what it found in its record.
     /// </summary>
     public async IAsyncEnumerable<ProgressEvent> WatchAsync(string jobId, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -241,7 +241,7 @@ public sealed class MetaStoneClient : IAsyncDisposable
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
             {
                 // The silo holding the coordinator died: once it is declared dead the next call re-activates the
-                // coordinator elsewhere, which resumes the job from the store.
+                // coordinator elsewhere, which resumes the job from its record.
                 await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 200 * attempt)), cancellationToken);
             }
         }

@@ -2,8 +2,8 @@ namespace MetaStone.Contracts;
 
 /// <summary>
 /// One job (key = job id): validates the request, fans out k <see cref="ICandidateGrain"/>s, gathers them, selects
-/// the winner and records everything in the job store. A new activation (after its silo died) resumes the job
-/// from the store and regenerates only the candidates that are missing.
+/// the winner and persists the job as it goes (Orleans grain state). A new activation (after its silo died) resumes the job
+/// from its record and regenerates only the candidates that are missing.
 /// </summary>
 [Alias("metastone.ICoordinatorGrain")]
 public interface ICoordinatorGrain : IGrainWithStringKey

@@ -48,16 +48,36 @@ public static class OpenAiGateway
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(MetaStone.Grains.MetaStoneMetrics.MeterName, "Microsoft.AspNetCore.Hosting")
             .AddPrometheusExporter());
+        // The OpenAPI document of these endpoints at /openapi/v1.json (Microsoft.AspNetCore.OpenApi).
+        builder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info.Title = "MetaStone OpenAI-compatible gateway";
+            document.Info.Description = "OpenAI's chat and legacy completions APIs over a MetaStone cluster: one request is one test-time-scaling job " +
+                "(reasoning_effort low / medium / high = k 2 / 8 / 32 candidates, n = k; the SPRM head picks the winner). Extensions travel in a 'metastone' object.";
+            return Task.CompletedTask;
+        }));
         var app = builder.Build();
+        app.MapOpenApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
-        app.MapGet("/health", () => Results.Json(new { status = "ok" }));
+        app.MapGet("/health", () => Results.Json(new { status = "ok" }))
+            .WithSummary("Liveness: 200 {\"status\": \"ok\"} while the gateway runs.").WithTags("Operations").Produces(200);
         app.MapGet("/v1/models", (HttpContext http) => Authorized(http, options) ?? Results.Json(new
         {
             @object = "list",
             data = new[] { new { id = options.ModelId, @object = "model", created = 0, owned_by = "metastone" } },
-        }));
-        app.MapPost("/v1/chat/completions", (Func<HttpContext, Task<IResult>>)(http => ChatCompletionsAsync(http, client, options)));
-        app.MapPost("/v1/completions", (Func<HttpContext, Task<IResult>>)(http => CompletionsAsync(http, client, options)));
+        })).WithSummary("The one model this gateway serves.").WithTags("OpenAI").Produces(200).Produces(401);
+        app.MapPost("/v1/chat/completions", (Func<HttpContext, Task<IResult>>)(http => ChatCompletionsAsync(http, client, options)))
+            .WithSummary("Chat completion by test-time scaling; stream: true answers with server-sent events.").WithTags("OpenAI")
+            .WithDescription("Fields: model, messages (the last user message is the question), reasoning_effort (low|medium|high), n (k), " +
+                "max_completion_tokens / max_tokens, temperature, top_p, seed, stream, metastone {selection: bon|majority|weighted, thinking_budget, return_candidates}. " +
+                "Errors use OpenAI's shape: 400 bad field, 401 wrong key, 404 unknown model, 429 cluster busy (Retry-After), 503 no replica, 500 failed job.")
+            .Accepts<JsonObject>("application/json")
+            .Produces(200, typeof(JsonObject), "application/json", "text/event-stream")
+            .Produces(400).Produces(401).Produces(404).Produces(429).Produces(500).Produces(503);
+        app.MapPost("/v1/completions", (Func<HttpContext, Task<IResult>>)(http => CompletionsAsync(http, client, options)))
+            .WithSummary("Legacy completion: choices[0].text is the selected trajectory's whole response (thinking included); not streamed.").WithTags("OpenAI")
+            .Accepts<JsonObject>("application/json")
+            .Produces(200, contentType: "application/json").Produces(400).Produces(401).Produces(404).Produces(429).Produces(500).Produces(503);
         return app;
     }
 

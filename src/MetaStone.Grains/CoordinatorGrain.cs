@@ -193,8 +193,7 @@ public sealed class CoordinatorGrain(
             };
             (Job.Result, Job.State) = (result, JobState.Completed);
             await EndAsync();
-            MetaStoneMetrics.JobsCompleted.Add(1);
-            MetaStoneMetrics.JobLatency.Record(result.ElapsedSeconds, new KeyValuePair<string, object?>("k", Job.K));
+            MetaStoneMetrics.JobCompleted(Job.Request!, Job.K, result.ElapsedSeconds);
             Emit(ProgressKind.Completed);
             _completion.TrySetResult(result);
             // The result holds every candidate now: their idempotency records can go (one-way, after the client has it).

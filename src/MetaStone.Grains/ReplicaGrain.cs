@@ -61,6 +61,7 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ILocalSiloDetai
 
     private async Task<CandidateResult> GenerateOnEngineAsync(CandidateWork work, CancellationToken cancellationToken)
     {
+        MetaStoneMetrics.CandidatesInFlight.Add(1);
         try
         {
             var result = await Engine.GenerateAsync(work, cancellationToken) with { Replica = this.GetPrimaryKeyString() };
@@ -71,6 +72,7 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ILocalSiloDetai
         }
         finally
         {
+            MetaStoneMetrics.CandidatesInFlight.Add(-1);
             _inFlight.Remove(Key(work));
         }
     }

@@ -3,10 +3,14 @@ using MetaStone.Grains;
 using MetaStone.Grains.Engines;
 using MetaStone.Grains.Durability;
 using MetaStone.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using Orleans.Hosting;
 using Orleans.Runtime.Hosting;
 using StackExchange.Redis;
@@ -26,11 +30,15 @@ public static class MetaStoneSilo
         // Before anything joins the cluster: a second silo on a busy port would supersede (kill) the one listening there.
         PortCheck.EnsureFree(settings.Redis is null ? IPAddress.Loopback : IPAddress.Parse(settings.AdvertisedAddress),
             (settings.SiloPort, "silo"), (settings.GatewayPort, "gateway"));
+        PortCheck.EnsureFree(IPAddress.Parse(settings.HttpAddress), settings.HttpPorts.Select(p => (p, p == settings.DashboardPort ? "dashboard" : "metrics")).ToArray());
         ConnectionMultiplexer? redis = settings.Redis is null ? null : await RedisConnection.ConnectAsync(settings.Redis);
         var engines = LoadEngines(settings);
         try
         {
-            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ApplicationName = "MetaStone.Silo" });
+            // A silo with a dashboard or metrics port is an ASP.NET Core host (both are HTTP endpoints); otherwise a plain host.
+            IHostApplicationBuilder builder = settings.HttpPorts.Count > 0
+                ? WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ApplicationName = "MetaStone.Silo" })
+                : Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], ApplicationName = "MetaStone.Silo" });
             builder.Logging.ClearProviders();
             builder.Logging.SetMinimumLevel(LogLevel.Warning);
             builder.Logging.AddFilter("MetaStone", LogLevel.Information);
@@ -43,8 +51,28 @@ public static class MetaStoneSilo
             else logging(builder.Logging);
             // The drain (up to the grace) and Orleans' own stop (leave membership, deactivate grains) fit in the timeout.
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = settings.ShutdownGrace + TimeSpan.FromSeconds(30));
-            builder.UseOrleans(silo => Configure(silo, settings, redis, engines));
-            var host = builder.Build();
+            if (settings.MetricsPort > 0)
+            {
+                // This silo's engines and grains (meter MetaStone) and Orleans' own runtime meter, in Prometheus format.
+                builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+                    .AddMeter(MetaStoneMetrics.MeterName, "Microsoft.Orleans")
+                    .AddPrometheusExporter());
+            }
+            builder.UseOrleans(silo =>
+            {
+                Configure(silo, settings, redis, engines);
+                if (settings.DashboardPort > 0) silo.AddDashboard();
+            });
+            IHost host;
+            if (builder is WebApplicationBuilder web)
+            {
+                web.WebHost.UseUrls(settings.HttpPorts.Select(p => $"http://{HttpHost(settings.HttpAddress)}:{p}").ToArray());
+                var app = web.Build();
+                if (settings.DashboardPort > 0) app.MapOrleansDashboard().RequireHost($"*:{settings.DashboardPort}");
+                if (settings.MetricsPort > 0) app.MapPrometheusScrapingEndpoint("/metrics").RequireHost($"*:{settings.MetricsPort}");
+                host = app;
+            }
+            else host = ((HostApplicationBuilder)builder).Build();
             await host.StartAsync(cancellationToken);
             return host;
         }
@@ -55,6 +83,8 @@ public static class MetaStoneSilo
             throw;
         }
     }
+
+    private static string HttpHost(string address) => IPAddress.Parse(address).AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address;
 
     private static void Configure(ISiloBuilder silo, SiloSettings settings, ConnectionMultiplexer? redis, ReplicaEngines engines)
     {
@@ -121,7 +151,8 @@ public static class MetaStoneSilo
             });
         }
         silo.Services.AddSingleton(engines);
-        MetaStoneMetrics.Observe(engines);
+        var observed = MetaStoneMetrics.Observe(engines);
+        silo.Services.AddHostedService(sp => new StopObserving(observed));
         silo.AddMetaStoneGrains(new ReplicaPlacementOptions(ReplicaPlacementOptions.ParsePolicy(settings.Placement)),
             new SiloDrainOptions(settings.ShutdownGrace), new AdmissionOptions(settings.MaxRunningJobs),
             redis is null ? DurabilityOptions.SingleProcess : DurabilityOptions.Cluster);
@@ -173,5 +204,16 @@ public static class MetaStoneSilo
             throw;
         }
         return new ReplicaEngines(settings.Name, loaded);
+    }
+
+    /// <summary>Takes a stopped silo's replicas out of the metrics (several silos can live in one process).</summary>
+    private sealed class StopObserving(IDisposable observed) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken)
+        {
+            observed.Dispose();
+            return Task.CompletedTask;
+        }
     }
 }

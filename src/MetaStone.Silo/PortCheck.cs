@@ -16,7 +16,7 @@ public static class PortCheck
         foreach (var (port, role) in ports)
         {
             if (!IsFree(address, port))
-                throw new ArgumentException($"port {port} in use: cannot listen on {address}:{port} for the {role} (another silo or program holds it; choose another --{role}-port / MetaStone__{(role == "silo" ? "SiloPort" : "GatewayPort")})");
+                throw new ArgumentException($"port {port} in use: cannot listen on {address}:{port} for the {role} (another silo or program holds it; choose another --{role}-port / MetaStone__{char.ToUpperInvariant(role[0])}{role[1..]}Port)");
         }
     }
 

@@ -28,7 +28,7 @@ catch (Exception e)
     return 1;
 }
 // Tests and scripts wait for this line: the models are loaded and the silo is active in the cluster.
-Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
+Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}{settings.HttpDescription}");
 // SIGTERM / SIGINT / docker stop: stop taking work, let in-flight candidates finish (grace), leave the cluster, exit 0.
 await MetaStoneSilo.RunUntilStoppedAsync(host);
 host.Dispose();

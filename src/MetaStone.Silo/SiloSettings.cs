@@ -51,10 +51,25 @@ public sealed class SiloSettings
     /// beyond it is refused with "cluster busy … submit it again later". 0 = unbounded.</summary>
     public int MaxRunningJobs { get; set; } = MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs;
 
+    /// <summary>Port of Orleans' dashboard on this silo (HTTP, <c>/</c>); 0 = no dashboard.</summary>
+    public int DashboardPort { get; set; }
+    /// <summary>Port of this silo's Prometheus endpoint (<c>/metrics</c>: the engines' and grains' series); 0 = none.
+    /// May equal <see cref="DashboardPort"/>: one HTTP listener then serves both.</summary>
+    public int MetricsPort { get; set; }
+    /// <summary>Address the dashboard and metrics listen on: loopback by default; 0.0.0.0 in a container whose ports are published.</summary>
+    public string HttpAddress { get; set; } = "127.0.0.1";
+
     /// <summary>How long a job or sweep keeps waiting through a Redis outage (restart, fail-over) before it fails.</summary>
     public double RedisOutageToleranceSeconds { get; set; } = 60;
 
     public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceSeconds);
+
+    /// <summary>", dashboard http://…:P/, metrics http://…:P/metrics" for the ready line (empty without HTTP).</summary>
+    public string HttpDescription =>
+        (DashboardPort > 0 ? $", dashboard http://{HttpAddress}:{DashboardPort}/" : "") + (MetricsPort > 0 ? $", metrics http://{HttpAddress}:{MetricsPort}/metrics" : "");
+
+    /// <summary>The distinct HTTP ports this silo listens on (dashboard, metrics); empty = no HTTP at all.</summary>
+    public IReadOnlyList<int> HttpPorts => new[] { DashboardPort, MetricsPort }.Where(p => p > 0).Distinct().ToArray();
 
     /// <summary>Orleans keys honoured as fallbacks (environment <c>Orleans__Name</c>, …).</summary>
     public static readonly string[] OrleansKeys =
@@ -103,6 +118,10 @@ public sealed class SiloSettings
         if (Engine == "model" && !Directory.Exists(Model)) throw new ArgumentException($"model directory not found: {Model}");
         if (!System.Net.IPAddress.TryParse(AdvertisedAddress, out _)) throw new ArgumentException($"advertised address '{AdvertisedAddress}' is not an IP address");
         if (SiloPort is < 1 or > 65535 || GatewayPort is < 1 or > 65535) throw new ArgumentException($"ports must be 1–65535 (silo {SiloPort}, gateway {GatewayPort})");
+        if (DashboardPort is < 0 or > 65535 || MetricsPort is < 0 or > 65535) throw new ArgumentException($"HTTP ports must be 0 (off) or 1–65535 (dashboard {DashboardPort}, metrics {MetricsPort})");
+        if (new[] { DashboardPort, MetricsPort }.Where(p => p > 0).Any(p => p == SiloPort || p == GatewayPort))
+            throw new ArgumentException($"the dashboard / metrics port must differ from the silo port {SiloPort} and the gateway port {GatewayPort}");
+        if (!System.Net.IPAddress.TryParse(HttpAddress, out _)) throw new ArgumentException($"HTTP address '{HttpAddress}' is not an IP address (127.0.0.1, or 0.0.0.0 for every interface)");
         MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
         if (MaxRunningJobs < 0) throw new ArgumentException($"max running jobs must be ≥ 0, 0 = unbounded (got {MaxRunningJobs})");

@@ -180,4 +180,78 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
         var e = await Assert.ThrowsAsync<ClientResultException>(() => gateway.Chat(key: "wrong").CompleteChatAsync([new UserChatMessage("hi")]));
         Assert.Equal(401, e.Status);
     }
+
+    /// <summary>The OpenAPI document (Microsoft.AspNetCore.OpenApi) describes the OpenAI endpoints; it needs no API key.</summary>
+    [Fact]
+    public async Task The_OpenAPI_document_lists_the_endpoints()
+    {
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri, Timeout = TimeSpan.FromSeconds(30) };
+        var response = await http.GetAsync("/openapi/v1.json");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string text = await response.Content.ReadAsStringAsync();
+        using var document = JsonDocument.Parse(text);
+        var root = document.RootElement;
+        Assert.StartsWith("3.", root.GetProperty("openapi").GetString());
+        Assert.Equal("MetaStone OpenAI-compatible gateway", root.GetProperty("info").GetProperty("title").GetString());
+        var paths = root.GetProperty("paths");
+        foreach (var path in new[] { "/v1/chat/completions", "/v1/completions" })
+        {
+            var post = paths.GetProperty(path).GetProperty("post");
+            var statuses = post.GetProperty("responses").EnumerateObject().Select(p => p.Name).ToList();
+            foreach (var status in new[] { "200", "400", "401", "404", "429", "503" }) Assert.Contains(status, statuses);
+            Assert.True(post.GetProperty("requestBody").GetProperty("content").TryGetProperty("application/json", out _), $"{path} takes JSON");
+        }
+        Assert.True(paths.GetProperty("/v1/chat/completions").GetProperty("post").GetProperty("responses").GetProperty("200").GetProperty("content")
+            .TryGetProperty("text/event-stream", out _), "streaming is documented");
+        Assert.True(paths.GetProperty("/v1/models").TryGetProperty("get", out _));
+        Assert.True(paths.GetProperty("/health").TryGetProperty("get", out _));
+    }
+
+    /// <summary>
+    /// The official OpenAI JavaScript SDK (npm <c>openai</c>, pinned and fetched by tests/tools/fetch-openai-npm.sh) from a node script:
+    /// one non-streaming and one streaming chat completion against this gateway, unchanged.
+    /// </summary>
+    [Fact]
+    public async Task The_OpenAI_npm_package_gets_a_completion_and_a_stream_from_node()
+    {
+        string tools = Path.Combine(TestModel.RepoRoot(), "tests", "tools");
+        // Idempotent (returns at once when cached; test.sh has already run it).
+        var fetch = await RunAsync("bash", [Path.Combine(tools, "fetch-openai-npm.sh")], TimeSpan.FromMinutes(3));
+        Assert.True(fetch.ExitCode == 0, "fetch-openai-npm.sh failed: " + fetch.Error);
+        string cache = fetch.Output.Trim().Split('\n')[^1];
+        var node = await RunAsync("node", [Path.Combine(tools, "openai-node-client.mjs"), cache, new Uri(gateway.BaseUri, "/v1").ToString(),
+            GatewayFixture.ApiKey, gateway.ModelId, GatewayFixture.Question], TimeSpan.FromMinutes(4));
+        output.WriteLine(node.Output);
+        Assert.True(node.ExitCode == 0, $"node exited with {node.ExitCode}: {node.Error}");
+        using var json = JsonDocument.Parse(node.Output.Trim().Split('\n')[^1]);
+        var completion = json.RootElement.GetProperty("completion");
+        Assert.Equal("chat.completion", completion.GetProperty("object").GetString());
+        Assert.StartsWith(@"\boxed{", completion.GetProperty("content").GetString());
+        Assert.False(string.IsNullOrWhiteSpace(completion.GetProperty("reasoning").GetString()), "the winner's thinking is in reasoning_content");
+        Assert.Equal(8, completion.GetProperty("k").GetInt32());
+        Assert.True(completion.GetProperty("reasoningTokens").GetInt32() > 0);
+        var stream = json.RootElement.GetProperty("stream");
+        Assert.StartsWith(@"\boxed{", stream.GetProperty("content").GetString());
+        Assert.Equal("stop", stream.GetProperty("finishReason").GetString());
+        Assert.Equal(2, stream.GetProperty("progress").GetInt32()); // one progress chunk per candidate of a low-effort job
+        Assert.StartsWith("chatcmpl-", stream.GetProperty("id").GetString());
+        Assert.NotEqual(completion.GetProperty("id").GetString(), stream.GetProperty("id").GetString());
+    }
+
+    private static async Task<(int ExitCode, string Output, string Error)> RunAsync(string file, string[] args, TimeSpan deadline)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(deadline);
+        try { await process.WaitForExitAsync(timeout.Token); }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within {deadline}");
+        }
+        return (process.ExitCode, await stdout, await stderr);
+    }
 }

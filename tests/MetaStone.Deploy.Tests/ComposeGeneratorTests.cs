@@ -84,4 +84,40 @@ public sealed class ComposeGeneratorTests
         Assert.DoesNotContain("\r", first, StringComparison.Ordinal);
         Assert.EndsWith("\n", first, StringComparison.Ordinal);
     }
+
+    /// <summary>Issue 14: the gateway is a service (started by up, port published, healthy = GET /health), every silo serves the dashboard and metrics.</summary>
+    [Fact]
+    public void GeneratedFileRunsTheGatewayAndADashboardOnEverySilo()
+    {
+        var spec = new ComposeSpec { Silos = 3, Cpu = true };
+        var file = ComposeFile.Parse(ComposeGenerator.Generate(spec), Repo.ComposeDir, "generated cpu 3");
+        Assert.Empty(ComposeRules.Check(file));
+        var gateway = file.Service(ComposeGenerator.GatewayServiceName)!;
+        Assert.True(ComposeRules.IsGateway(gateway));
+        Assert.Empty(gateway.Profiles);
+        Assert.Contains(gateway.Ports, p => p.Target == 8000 && p.Published == 8000 && p.HostIp == "127.0.0.1");
+        Assert.Contains("GET /health", string.Join(' ', gateway.HealthcheckTest), StringComparison.Ordinal);
+        for (var i = 0; i < spec.Silos; i++)
+        {
+            var silo = file.Service(ComposeGenerator.SiloServiceName(spec, i))!;
+            Assert.Equal((8080 + i).ToString(System.Globalization.CultureInfo.InvariantCulture), silo.Environment["MetaStone__DashboardPort"]);
+            Assert.Equal((9464 + i).ToString(System.Globalization.CultureInfo.InvariantCulture), silo.Environment["MetaStone__MetricsPort"]);
+            Assert.Contains(silo.Ports, p => p.Target == 8080 + i && p.Published == 8080 + i);
+        }
+    }
+
+    /// <summary>The rules catch a file whose gateway lost its health check or whose silo has no dashboard (so the check above can fail).</summary>
+    [Fact]
+    public void RulesReportAMissingGatewayHealthCheckAndDashboard()
+    {
+        var yaml = ComposeGenerator.Generate(new ComposeSpec { Silos = 1, Cpu = true });
+        var broken = yaml.Replace("GET /health", "GET /", StringComparison.Ordinal)
+            .Replace("      MetaStone__DashboardPort: \"8080\"\n", "", StringComparison.Ordinal);
+        Assert.NotEqual(yaml, broken);
+        var problems = ComposeRules.Check(ComposeFile.Parse(broken, Repo.ComposeDir, "broken"));
+        Assert.Contains(problems, p => p.Contains("GET /health", StringComparison.Ordinal));
+        Assert.Contains(problems, p => p.Contains("MetaStone__DashboardPort", StringComparison.Ordinal));
+        var noGateway = ComposeRules.Check(ComposeFile.Parse(yaml.Replace("command: [\"serve\"", "command: [\"status\"", StringComparison.Ordinal), Repo.ComposeDir, "no gateway"));
+        Assert.Contains(noGateway, p => p.Contains("exactly one gateway", StringComparison.Ordinal));
+    }
 }

@@ -27,6 +27,11 @@ internal static class ComposeRules
     public static bool IsSilo(ComposeService service) => service.Image?.StartsWith("metastone-silo-", StringComparison.Ordinal) == true;
     public static bool IsGpuSilo(ComposeService service) => service.Image?.StartsWith("metastone-silo-gpu", StringComparison.Ordinal) == true;
     public static bool IsClient(ComposeService service) => service.Image?.StartsWith("metastone-client", StringComparison.Ordinal) == true;
+    /// <summary>The OpenAI-compatible gateway: the client image running <c>metastone serve</c>.</summary>
+    public static bool IsGateway(ComposeService service) => IsClient(service) && service.Command.FirstOrDefault() == "serve";
+
+    /// <summary>Silo keys the compose files set beyond the contract: Orleans' dashboard and the Prometheus endpoint on every silo.</summary>
+    public static readonly string[] SiloHttpPortKeys = ["MetaStone__DashboardPort", "MetaStone__MetricsPort"];
 
     public static IReadOnlyList<string> Check(ComposeFile file)
     {
@@ -40,10 +45,11 @@ internal static class ComposeRules
         var silos = file.Services.Where(IsSilo).ToList();
         var clients = file.Services.Where(IsClient).ToList();
         if (silos.Count == 0) Problem("no silo service (image metastone-silo-*)");
-        if (clients.Count == 0) Problem("no client service (image metastone-client)");
+        if (clients.Count(c => !IsGateway(c)) == 0) Problem("no client service (image metastone-client)");
 
         CheckSilos(file, silos, redis, Problem);
-        CheckClients(clients, Problem);
+        CheckClients(clients.Where(c => !IsGateway(c)).ToList(), Problem);
+        CheckGateway(clients.Where(IsGateway).ToList(), silos, redis, Problem);
         CheckSharedCluster(file, silos.Concat(clients).ToList(), redis, Problem);
         CheckHostPorts(file, Problem);
         CheckImages(file, Problem);
@@ -106,6 +112,19 @@ internal static class ComposeRules
                     problem($"{silo.Name}: port {port} must be published as {port}:{port} (same number outside and inside)");
             }
             if (siloPort == gatewayPort && siloPort > 0) problem($"{silo.Name}: silo and gateway port are both {siloPort}");
+
+            // The dashboard and metrics on every silo, on their own ports, published 1:1, listening on every interface of the container.
+            foreach (var key in SiloHttpPortKeys)
+            {
+                var port = Port(silo, key, problem);
+                if (port <= 0) continue;
+                if (!containerPorts.TryAdd(port, silo.Name))
+                    problem($"{silo.Name}: {key} {port} is also a port of {containerPorts[port]}");
+                if (!silo.Ports.Any(published => published.Published == port && published.Target == port))
+                    problem($"{silo.Name}: {key} {port} must be published as {port}:{port}");
+            }
+            if (env.GetValueOrDefault("MetaStone__HttpAddress") != "0.0.0.0")
+                problem($"{silo.Name}: MetaStone__HttpAddress must be 0.0.0.0 (a published port reaches the container's interface, not its loopback)");
 
             var networks = silo.Networks;
             if (networks.Count != 1)
@@ -187,6 +206,32 @@ internal static class ComposeRules
             var missing = ClientContractKeys.Where(key => string.IsNullOrEmpty(client.Environment.GetValueOrDefault(key))).ToList();
             if (missing.Count > 0) problem($"{client.Name}: missing client settings {string.Join(", ", missing)}");
         }
+    }
+
+    private static void CheckGateway(List<ComposeService> gateways, List<ComposeService> silos, ComposeService? redis, Action<string> problem)
+    {
+        if (gateways.Count != 1)
+        {
+            problem($"expected exactly one gateway service (client image, command serve), found {gateways.Count}");
+            return;
+        }
+        var gateway = gateways[0];
+        if (gateway.Profiles.Count > 0) problem($"{gateway.Name}: must have no profile so `up` starts it");
+        var missing = ClientContractKeys.Where(key => string.IsNullOrEmpty(gateway.Environment.GetValueOrDefault(key))).ToList();
+        if (missing.Count > 0) problem($"{gateway.Name}: missing client settings {string.Join(", ", missing)}");
+        var command = gateway.Command.ToList();
+        var urls = command.IndexOf("--urls");
+        var listen = urls >= 0 && urls + 1 < command.Count ? command[urls + 1] : "";
+        if (!Uri.TryCreate(listen, UriKind.Absolute, out var uri) || uri.Host != "0.0.0.0")
+            problem($"{gateway.Name}: serve must listen on every interface of the container (--urls http://0.0.0.0:PORT), command is [{string.Join(" ", command)}]");
+        else if (!gateway.Ports.Any(p => p.Target == uri.Port && p.Published > 0))
+            problem($"{gateway.Name}: its port {uri.Port} is not published");
+        var test = string.Join(' ', gateway.HealthcheckTest);
+        if (!test.Contains("GET /health", StringComparison.Ordinal) || uri is null || !test.Contains($"/{uri.Port} ", StringComparison.Ordinal))
+            problem($"{gateway.Name}: the health check must ask GET /health on the gateway's port, is [{test}]");
+        foreach (var dependency in silos.Select(s => s.Name).Concat(redis is null ? [] : [redis.Name]))
+            if (gateway.DependsOn.GetValueOrDefault(dependency) != "service_healthy")
+                problem($"{gateway.Name}: must depend on {dependency} with condition service_healthy");
     }
 
     private static void CheckSharedCluster(ComposeFile file, List<ComposeService> members, ComposeService? redis, Action<string> problem)

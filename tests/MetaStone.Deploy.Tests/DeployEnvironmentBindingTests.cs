@@ -22,7 +22,7 @@ public sealed class DeployEnvironmentBindingTests
 
     private static readonly string[] SiloKeys = SiloSettings.BoundKeys.Select(k => k.Replace(":", "__", StringComparison.Ordinal)).ToArray();
 
-    private enum Role { Silo, Client }
+    private enum Role { Silo, Client, Gateway }
 
     private sealed record Source(string Label, Role Role, IReadOnlyDictionary<string, string> Environment);
 
@@ -42,7 +42,8 @@ public sealed class DeployEnvironmentBindingTests
             ]);
         foreach (var file in files)
             foreach (var service in file.Services.Where(s => ComposeRules.IsSilo(s) || ComposeRules.IsClient(s)))
-                yield return new Source($"{file.Label}:{service.Name}", ComposeRules.IsSilo(service) ? Role.Silo : Role.Client, service.Environment);
+                yield return new Source($"{file.Label}:{service.Name}",
+                    ComposeRules.IsSilo(service) ? Role.Silo : ComposeRules.IsGateway(service) ? Role.Gateway : Role.Client, service.Environment);
     }
 
     [Fact]
@@ -53,7 +54,12 @@ public sealed class DeployEnvironmentBindingTests
         var unbound = new List<string>();
         foreach (var source in sources)
         {
-            var bound = source.Role == Role.Silo ? SiloKeys : ClusterCliOptions.EnvironmentVariables;
+            var bound = source.Role switch
+            {
+                Role.Silo => SiloKeys,
+                Role.Gateway => [.. ClusterCliOptions.EnvironmentVariables, MetaStone.Cli.Commands.ServeCommand.ApiKeyEnvironmentVariable],
+                _ => ClusterCliOptions.EnvironmentVariables,
+            };
             foreach (var key in source.Environment.Keys)
             {
                 if (PlatformVariables.Contains(key, StringComparer.Ordinal)) continue;

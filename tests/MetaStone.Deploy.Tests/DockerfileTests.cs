@@ -131,6 +131,9 @@ public sealed class DockerfileTests
         var health = final.All("HEALTHCHECK").Single();
         Assert.Contains("Orleans__Endpoints__GatewayPort", health.Arguments, StringComparison.Ordinal);
         Assert.Equal(["11111", "30000"], final.All("EXPOSE").Single().Words);
+        // The dashboard and metrics are ASP.NET Core endpoints: the image needs the aspnet runtime, and they listen beyond loopback.
+        Assert.Contains("dotnet/aspnet:10.0", Load(name).GlobalArgs["RUNTIME_IMAGE"], StringComparison.Ordinal);
+        Assert.Contains("MetaStone__HttpAddress=0.0.0.0", env, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -27,13 +27,16 @@ public sealed class EmbeddedCluster : IAsyncDisposable
 
     /// <param name="sweepDirectory">Where sweeps keep their finished items (so re-running one resumes it); null = memory.</param>
     /// <param name="maxRunningJobs">Admission control: jobs running at once (null = the silo's default).</param>
+    /// <param name="dashboardPort">Orleans' dashboard on http://127.0.0.1:PORT/ (0 = none).</param>
+    /// <param name="metricsPort">The silo's Prometheus endpoint on http://127.0.0.1:PORT/metrics (0 = none).</param>
+    /// <param name="engine">model (default), or instant / simulated: engines that return made-up candidates without a model (tests, benchmarks).</param>
     public static async Task<EmbeddedCluster> StartAsync(string? modelDirectory, string device, int maxBatch, CancellationToken cancellationToken,
-        string? sweepDirectory = null, int? maxRunningJobs = null)
+        string? sweepDirectory = null, int? maxRunningJobs = null, int dashboardPort = 0, int metricsPort = 0, string engine = "model")
     {
         string dir = modelDirectory ?? RepoPaths.DefaultModel;
-        if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json")))
+        if (engine == "model" && (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "config.json"))))
             throw new ArgumentException($"model not found: {dir} (train the tiny model with 'metastone train', pass --model DIR, or name a cluster with --cluster)");
-        Console.Error.WriteLine($"starting an embedded silo with {dir} …");
+        Console.Error.WriteLine(engine == "model" ? $"starting an embedded silo with {dir} …" : $"starting an embedded silo with the {engine} engine …");
         var silo = await MetaStoneSilo.StartAsync(new SiloSettings
         {
             Name = "embedded", Model = dir, Devices = device, ClusterId = "embedded-" + Environment.ProcessId, MaxBatch = maxBatch,
@@ -41,6 +44,7 @@ public sealed class EmbeddedCluster : IAsyncDisposable
             ShutdownGraceSeconds = 0, // one process: no other silo to hand work to, stop at once
             SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
             MaxRunningJobs = maxRunningJobs ?? MetaStone.Grains.AdmissionOptions.DefaultMaxRunningJobs,
+            DashboardPort = dashboardPort, MetricsPort = metricsPort, Engine = engine,
         }, logging => { }, cancellationToken);
         return new EmbeddedCluster(silo, MetaStoneClient.FromGrainFactory(silo.Services.GetRequiredService<IClusterClient>()), dir);
     }

@@ -17,12 +17,14 @@ public sealed class AskCommand : ICliVerb
         var model = new Option<string?>("--model") { Description = "Model directory of the embedded silo (default: models/metastone-tiny)." };
         var device = new Option<string>("--device") { Description = "Device of the embedded silo: cpu, cuda:N.", DefaultValueFactory = _ => "cpu" };
         var json = JsonOutput.CreateOption();
+        var dashboardPort = new Option<int>("--dashboard-port") { Description = "Embedded silo: serve Orleans' dashboard on http://127.0.0.1:PORT/ while the job runs (0 = none).", DefaultValueFactory = _ => 0 };
         var command = new Command("ask", "Answer a question with k candidates; the best by SPRM score wins. Live progress on stderr.");
         job.AddTo(command);
         cluster.AddTo(command);
         command.Add(model);
         command.Add(device);
         command.Add(json);
+        command.Add(dashboardPort);
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(parse, async () =>
         {
             var request = job.Request(parse);
@@ -32,7 +34,8 @@ public sealed class AskCommand : ICliVerb
                 client = await MetaStoneClient.ConnectAsync(connection, cancellationToken);
             else
             {
-                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, maxBatch: 32, cancellationToken);
+                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, maxBatch: 32, cancellationToken,
+                    dashboardPort: parse.GetValue(dashboardPort));
                 client = embedded.Client;
             }
             try

@@ -17,6 +17,7 @@ public sealed class BenchCommand : ICliVerb
         command.Add(CreateEngineCommand());
         command.Add(BenchClusterCommand.Create());
         command.Add(BenchLoadCommand.Create());
+        command.Add(BenchGatewayCommand.Create());
         return command;
     }
 

@@ -21,9 +21,10 @@ public sealed class ServeCommand : ICliVerb
         var model = new Option<string?>("--model") { Description = "Model directory of the embedded silo (default: models/metastone-tiny)." };
         var modelId = new Option<string?>("--model-id") { Description = "The model id clients send (default: the model directory's name, or 'metastone' in front of a cluster)." };
         var device = new Option<string>("--device") { Description = "Device of the embedded silo: cpu, cuda:N.", DefaultValueFactory = _ => "cpu" };
-        var command = new Command("serve", "OpenAI-compatible HTTP gateway: GET /v1/models, POST /v1/chat/completions (stream too), GET /health.")
+        var dashboardPort = new Option<int>("--dashboard-port") { Description = "Embedded silo: serve Orleans' dashboard on http://127.0.0.1:PORT/ (0 = none).", DefaultValueFactory = _ => 0 };
+        var command = new Command("serve", "OpenAI-compatible HTTP gateway: GET /v1/models, POST /v1/chat/completions (stream too), POST /v1/completions, GET /health, /metrics, /openapi/v1.json.")
         {
-            urls, apiKey, model, modelId, device,
+            urls, apiKey, model, modelId, device, dashboardPort,
         };
         cluster.AddTo(command);
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(parse, async () =>
@@ -33,12 +34,15 @@ public sealed class ServeCommand : ICliVerb
             string id;
             if (cluster.Connection(parse) is { } connection)
             {
+                if (parse.GetValue(dashboardPort) > 0)
+                    throw new ArgumentException("--dashboard-port is for the embedded silo; in front of a cluster, the silos serve the dashboard (metastone silo --dashboard-port)");
                 client = await MetaStoneClient.ConnectAsync(connection, cancellationToken);
                 id = parse.GetValue(modelId) ?? "metastone";
             }
             else
             {
-                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, maxBatch: 32, cancellationToken);
+                embedded = await EmbeddedCluster.StartAsync(parse.GetValue(model), parse.GetValue(device)!, maxBatch: 32, cancellationToken,
+                    dashboardPort: parse.GetValue(dashboardPort));
                 client = embedded.Client;
                 id = parse.GetValue(modelId) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(embedded.Model));
             }
@@ -47,8 +51,12 @@ public sealed class ServeCommand : ICliVerb
                 string? key = parse.GetValue(apiKey) ?? (Environment.GetEnvironmentVariable(ApiKeyEnvironmentVariable) is { Length: > 0 } k ? k : null);
                 await using var app = OpenAiGateway.Build(client, new GatewayOptions { ModelId = id, Urls = parse.GetValue(urls)!, ApiKey = key });
                 await app.StartAsync(cancellationToken);
-                Console.WriteLine($"metastone serve ready: {string.Join(", ", app.Urls)} (model '{id}'{(key is null ? "" : ", API key required")})");
-                try { await Task.Delay(Timeout.Infinite, cancellationToken); }
+                string dashboard = parse.GetValue(dashboardPort) is > 0 and var p ? $", dashboard http://127.0.0.1:{p}/" : "";
+                Console.WriteLine($"metastone serve ready: {string.Join(", ", app.Urls)} (model '{id}'{(key is null ? "" : ", API key required")}){dashboard}");
+                // SIGTERM reaches the web host's own console lifetime (which stops the application) rather than this verb's token:
+                // wait for either, or `docker stop` / `kill` left serve running until SIGKILL.
+                using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
+                try { await Task.Delay(Timeout.Infinite, stop.Token); }
                 catch (OperationCanceledException) { }
                 await app.StopAsync(CancellationToken.None);
                 return ExitCodes.Ok;

@@ -24,9 +24,13 @@ public sealed class SiloCommand : ICliVerb
         var engine = new Option<string>("--engine") { Description = "model | simulated | instant (benchmarks only).", DefaultValueFactory = _ => "model" };
         var grace = new Option<double>("--shutdown-grace") { Description = "Seconds a stopping silo (SIGTERM, Ctrl+C) lets in-flight candidates finish before leaving the cluster.", DefaultValueFactory = _ => 30 };
         var outage = new Option<double>("--redis-outage-tolerance") { Description = "Seconds a running job waits through a Redis outage (restart, fail-over) before it fails.", DefaultValueFactory = _ => 60 };
+        var dashboardPort = new Option<int>("--dashboard-port") { Description = "Serve Orleans' dashboard on this port (0 = none).", DefaultValueFactory = _ => 0 };
+        var metricsPort = new Option<int>("--metrics-port") { Description = "Serve Prometheus metrics at /metrics on this port (0 = none; may equal --dashboard-port).", DefaultValueFactory = _ => 0 };
+        var httpAddress = new Option<string>("--http-address") { Description = "Address the dashboard and metrics listen on (0.0.0.0 = every interface).", DefaultValueFactory = _ => "127.0.0.1" };
         var command = new Command("silo", "Run a MetaStone silo: load the model on each device, then join the cluster and serve candidates.")
         {
             redis, model, device, name, clusterId, siloPort, gatewayPort, advertise, maxBatch, threads, engine, grace, outage,
+            dashboardPort, metricsPort, httpAddress,
         };
         command.SetAction((parse, cancellationToken) => ClusterVerb.RunAsync(parse, async () =>
         {
@@ -45,10 +49,13 @@ public sealed class SiloCommand : ICliVerb
                 Engine = parse.GetValue(engine)!,
                 ShutdownGraceSeconds = parse.GetValue(grace),
                 RedisOutageToleranceSeconds = parse.GetValue(outage),
+                DashboardPort = parse.GetValue(dashboardPort),
+                MetricsPort = parse.GetValue(metricsPort),
+                HttpAddress = parse.GetValue(httpAddress)!,
             };
             if (parse.GetValue(name) is { } n) settings.Name = n;
             using var host = await MetaStoneSilo.StartAsync(settings, cancellationToken: cancellationToken);
-            Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}");
+            Console.WriteLine($"metastone silo {settings.Name} ready: silo {settings.AdvertisedAddress}:{settings.SiloPort}, gateway {settings.GatewayPort}, devices {settings.Devices}{settings.HttpDescription}");
             // SIGTERM / SIGINT (Ctrl+C) / docker stop: drain within the grace period, leave the cluster, exit 0.
             await MetaStoneSilo.RunUntilStoppedAsync(host, cancellationToken);
             Console.WriteLine($"metastone silo {settings.Name} stopped");

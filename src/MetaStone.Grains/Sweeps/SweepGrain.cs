@@ -251,7 +251,7 @@ public sealed class SweepGrain(
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested && attempt < 10)
             {
-                // The job's coordinator silo died: submitting again activates it elsewhere, where it resumes from the store.
+                // The job's coordinator silo died: submitting again activates it elsewhere, where it resumes from its record.
                 await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), cancellationToken);
             }
         }
