@@ -76,7 +76,14 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         Assert.True(RedisOutagePolicy.IsOutage(lost));
         Assert.True(RedisOutagePolicy.IsOutage(new Orleans.Persistence.Redis.RedisStorageException("write failed", lost)));
         Assert.True(RedisOutagePolicy.IsOutage(new Orleans.Persistence.Redis.RedisStorageException("write failed", new RedisServerException("LOADING Redis is loading the dataset in memory"))));
+        // What Orleans 10.4 really throws: the client's exception only in the message, wrapped once more by the runtime.
+        var written = new Orleans.Persistence.Redis.RedisStorageException("Failed to write grain state for job grain with ID coordinator/x and storage key s/state/coordinator/x/job. "
+            + "StackExchange.Redis.RedisConnectionException: The message timed out in the backlog attempting to send because no connection became available (5000ms)");
+        Assert.True(RedisOutagePolicy.IsOutage(written));
+        Assert.True(RedisOutagePolicy.IsOutage(new Orleans.Runtime.OrleansException("Error from storage provider RedisGrainStorage.job during WriteStateAsync for grain coordinator/x\n"
+            + "Exc level 0: " + written.GetType().FullName + ": " + written.Message, written)));
         Assert.False(RedisOutagePolicy.IsOutage(new Orleans.Persistence.Redis.RedisStorageException("bad state")));
+        Assert.False(RedisOutagePolicy.IsOutage(new Orleans.Runtime.OrleansException("Error from storage provider RedisGrainStorage.job during WriteStateAsync: InconsistentStateException")));
         Assert.False(RedisOutagePolicy.IsOutage(new Orleans.Storage.InconsistentStateException("etag mismatch")));
     }
 }

@@ -58,28 +58,56 @@ public sealed class RedisOutagePolicy
 
     /// <summary>True for the failures an outage produces (not for a bad command or a script error).</summary>
     /// <summary>True for a Redis connection loss, timeout or restart, also when a storage provider wrapped it.</summary>
+    /// <remarks>
+    /// Orleans' Redis grain storage (10.4) does not keep the client's exception as the inner exception: it throws a
+    /// <c>RedisStorageException</c> whose message ends with the client exception's type and text, inside an
+    /// <c>OrleansException</c> ("Error from storage provider …"). Seen in the Redis outage test: the coordinator's write
+    /// failed at once with "…RedisStorageException: Failed to write grain state … StackExchange.Redis.RedisConnectionException:
+    /// The message timed out in the backlog…". So the storage provider's message is read too.
+    /// </remarks>
     public static bool IsOutage(Exception e)
     {
         for (Exception? x = e; x is not null; x = x.InnerException)
             if (x switch
                 {
                     RedisConnectionException or RedisTimeoutException => true,
-                    RedisServerException s => s.Message.StartsWith("LOADING", StringComparison.Ordinal) || s.Message.StartsWith("BUSY", StringComparison.Ordinal),
+                    RedisServerException s => IsRestarting(s.Message),
+                    Orleans.Persistence.Redis.RedisStorageException s => NamesAnOutage(s.Message),
+                    OrleansException o when o.Message.StartsWith("Error from storage provider", StringComparison.Ordinal) => NamesAnOutage(o.Message),
                     _ => false,
                 })
                 return true;
         return false;
     }
 
+    private static bool IsRestarting(string message) =>
+        message.StartsWith("LOADING", StringComparison.Ordinal) || message.StartsWith("BUSY", StringComparison.Ordinal);
+
+    private static bool NamesAnOutage(string message) =>
+        message.Contains(nameof(RedisConnectionException), StringComparison.Ordinal)
+        || message.Contains(nameof(RedisTimeoutException), StringComparison.Ordinal)
+        || message.Contains("RedisServerException: LOADING", StringComparison.Ordinal)
+        || message.Contains("RedisServerException: BUSY", StringComparison.Ordinal);
+
+    /// <remarks>
+    /// Runs on the caller's scheduler throughout (<c>continueOnCapturedContext</c>, no <c>ConfigureAwait(false)</c>): the
+    /// operation is a grain's state write, and Orleans refuses one from a thread-pool continuation ("Activation access
+    /// violation"), which is where a retry after Polly's back-off delay would otherwise run.
+    /// </remarks>
     public async Task<T> RunAsync<T>(string what, Func<Task<T>> operation)
     {
-        try { return await _pipeline.ExecuteAsync(static async (op, _) => await op().ConfigureAwait(false), operation, CancellationToken.None).ConfigureAwait(false); }
+        var context = ResilienceContextPool.Shared.Get(continueOnCapturedContext: true);
+        try { return await _pipeline.ExecuteAsync(static async (_, op) => await op(), context, operation); }
         catch (TimeoutRejectedException e)
         {
             throw new JobStoreUnavailableException($"the job store (Redis) did not answer for {Tolerance.TotalSeconds:0} s while {what}", e);
         }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
+        }
     }
 
     public Task RunAsync(string what, Func<Task> operation) =>
-        RunAsync(what, async () => { await operation().ConfigureAwait(false); return true; });
+        RunAsync(what, async () => { await operation(); return true; });
 }
