@@ -18,7 +18,7 @@ namespace MetaStone.Grains;
 /// </remarks>
 [Reentrant]
 public sealed class CandidateGrain(
-    [PersistentState("candidate", StorageNames.Jobs)] IPersistentState<CandidateRecord> record,
+    IGrainContext grainContext, IPersistentStateFactory states,
     RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
     /// <summary>Replicas tried per candidate before the candidate fails.</summary>
@@ -26,7 +26,13 @@ public sealed class CandidateGrain(
     /// <summary>How long a candidate waits for any replica to be registered.</summary>
     public static readonly TimeSpan NoReplicaPatience = TimeSpan.FromSeconds(30);
 
-    private readonly DurableState<CandidateRecord> _record = new(record, outage);
+    /// <summary>
+    /// The idempotency record, only where it can be used (a cluster): created here rather than injected with
+    /// <c>[PersistentState]</c> so the one-process mode does not read an empty record on each of a job's k activations.
+    /// </summary>
+    private readonly DurableState<CandidateRecord>? _record = durability.PersistCandidates
+        ? new(states.Create<CandidateRecord>(grainContext, new PersistentStateAttribute("candidate", StorageNames.Jobs)), outage)
+        : null;
     private Task<CandidateResult>? _generation;
     private long _seed;
     private CancellationTokenSource _cancel = new();
@@ -53,7 +59,7 @@ public sealed class CandidateGrain(
     public async Task ForgetAsync()
     {
         if (_generation is { IsCompleted: false }) return; // still wanted by someone
-        try { if (_record.Exists) await _record.ClearAsync($"forgetting candidate {this.GetPrimaryKeyString()}"); }
+        try { if (_record is { Exists: true }) await _record.ClearAsync($"forgetting candidate {this.GetPrimaryKeyString()}"); }
         catch (Exception e) { logger.LogDebug("forgetting candidate {Candidate} failed: {Error}", this.GetPrimaryKeyString(), e.Message); }
         DeactivateOnIdle();
     }
@@ -61,11 +67,11 @@ public sealed class CandidateGrain(
     private async Task<CandidateResult> RunAsync(CandidateWork work, CancellationToken cancellationToken)
     {
         // Generated before (for a coordinator that died since, or an earlier call): take it rather than generate it again.
-        if (_record.Value.Result is { } stored && stored.Seed == work.Seed) return stored;
+        if (_record?.Value.Result is { } stored && stored.Seed == work.Seed) return stored;
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
         var result = (work.Resumed ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
             ?? await GenerateOnAReplicaAsync(registry, work, cancellationToken);
-        if (durability.PersistCandidates) await PersistAsync(work, result);
+        if (_record is not null) await PersistAsync(_record, work, result);
         return result;
     }
 
@@ -135,10 +141,10 @@ public sealed class CandidateGrain(
         return joins.FirstOrDefault(r => r is not null);
     }
 
-    private async Task PersistAsync(CandidateWork work, CandidateResult result)
+    private async Task PersistAsync(DurableState<CandidateRecord> record, CandidateWork work, CandidateResult result)
     {
-        _record.Value.Result = result;
-        try { await _record.WriteAsync($"storing candidate {work.Index} of job {work.JobId}"); }
+        record.Value.Result = result;
+        try { await record.WriteAsync($"storing candidate {work.Index} of job {work.JobId}"); }
         catch (ActivationReplacedException)
         {
             // A second activation of this grain (two can exist for a moment after a silo loss) stored it first. The same seed
