@@ -17,7 +17,7 @@ namespace MetaStone.Grains;
 /// candidate in that window when a silo is killed; the kill tests count generations and check that bound.
 /// </remarks>
 [Reentrant]
-public sealed class CandidateGrain(
+public sealed partial class CandidateGrain(
     [PersistentState("candidate", StorageNames.Jobs)] IPersistentState<CandidateRecord> record,
     RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
@@ -54,7 +54,7 @@ public sealed class CandidateGrain(
     {
         if (_generation is { IsCompleted: false }) return; // still wanted by someone
         try { if (_record.Exists) await _record.ClearAsync($"forgetting candidate {this.GetPrimaryKeyString()}"); }
-        catch (Exception e) { logger.LogDebug("forgetting candidate {Candidate} failed: {Error}", this.GetPrimaryKeyString(), e.Message); }
+        catch (Exception e) { LogForgettingFailed(logger, this.GetPrimaryKeyString(), e.Message); }
         DeactivateOnIdle();
     }
 
@@ -95,8 +95,7 @@ public sealed class CandidateGrain(
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested)
             {
-                logger.LogWarning("candidate {Index} of job {Job}: replica {Replica} lost ({Error}); retrying elsewhere with seed {Seed}",
-                    work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
+                LogReplicaLost(logger, work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
                 tried.Add(replica);
                 if (e is Orleans.Runtime.SiloUnavailableException)
                 {
@@ -143,14 +142,27 @@ public sealed class CandidateGrain(
         {
             // A second activation of this grain (two can exist for a moment after a silo loss) stored it first. The same seed
             // gives the same trajectory, so its record holds this very candidate.
-            logger.LogDebug("candidate {Index} of job {Job} was stored by another activation", work.Index, work.JobId);
+            LogStoredByAnotherActivation(logger, work.Index, work.JobId);
             DeactivateOnIdle();
         }
         catch (Exception e)
         {
             // The coordinator still gets the candidate (and persists it in the job's result); only a resume after a
             // silo loss in the meantime would generate it again.
-            logger.LogWarning("candidate {Index} of job {Job}: storing it failed ({Error})", work.Index, work.JobId, e.Message);
+            LogStoringFailed(logger, work.Index, work.JobId, e.Message);
         }
     }
+
+    // Log events 1200–1299 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Debug, Message = "forgetting candidate {Candidate} failed: {Error}")]
+    private static partial void LogForgettingFailed(ILogger logger, string candidate, string error);
+
+    [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "candidate {Index} of job {Job}: replica {Replica} lost ({Error}); retrying elsewhere with seed {Seed}")]
+    private static partial void LogReplicaLost(ILogger logger, int index, string job, string replica, string error, long seed);
+
+    [LoggerMessage(EventId = 1203, Level = LogLevel.Debug, Message = "candidate {Index} of job {Job} was stored by another activation")]
+    private static partial void LogStoredByAnotherActivation(ILogger logger, int index, string job);
+
+    [LoggerMessage(EventId = 1204, Level = LogLevel.Warning, Message = "candidate {Index} of job {Job}: storing it failed ({Error})")]
+    private static partial void LogStoringFailed(ILogger logger, int index, string job, string error);
 }
