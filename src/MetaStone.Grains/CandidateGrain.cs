@@ -1,5 +1,6 @@
 using MetaStone.Contracts;
 using MetaStone.Grains.Durability;
+using MetaStone.Grains.Placement;
 using Microsoft.Extensions.Logging;
 
 namespace MetaStone.Grains;
@@ -21,11 +22,6 @@ public sealed partial class CandidateGrain(
     [PersistentState("candidate", StorageNames.Jobs)] IPersistentState<CandidateRecord> record,
     RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
-    /// <summary>Replicas tried per candidate before the candidate fails.</summary>
-    public const int MaxAttempts = 6;
-    /// <summary>How long a candidate waits for any replica to be registered.</summary>
-    public static readonly TimeSpan NoReplicaPatience = TimeSpan.FromSeconds(30);
-
     private readonly DurableState<CandidateRecord> _record = new(record, outage);
     private Task<CandidateResult>? _generation;
     private long _seed;
@@ -71,38 +67,31 @@ public sealed partial class CandidateGrain(
 
     private async Task<CandidateResult> GenerateOnAReplicaAsync(IReplicaRegistryGrain registry, CandidateWork work, CancellationToken cancellationToken)
     {
-        var tried = new List<string>();
-        var waitingSince = DateTime.UtcNow;
-        for (int attempt = 1; ; )
+        var attempts = new CandidateAttempts(work.JobId, work.Index, TimeProvider.System);
+        while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
             string? replica;
-            try { replica = await registry.PickAsync(tried); }
+            try { replica = await registry.PickAsync(attempts.Excluded); }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { replica = null; } // the registry's silo died: it re-activates elsewhere
             if (replica is null)
             {
-                if (DateTime.UtcNow - waitingSince > NoReplicaPatience)
-                    throw new InvalidOperationException($"candidate {work.Index} of job {work.JobId}: no live model replica in the cluster for {NoReplicaPatience.TotalSeconds:0} s (tried: {string.Join(", ", tried)})");
-                // Every replica tried may have been a transient failure; allow them again after a pause.
-                if (tried.Count > 0) tried.Clear();
-                await Task.Delay(250, cancellationToken);
+                await Task.Delay(attempts.NoReplicaAvailable(), cancellationToken);
                 continue;
             }
-            waitingSince = DateTime.UtcNow;
+            attempts.ReplicaPicked();
             try
             {
-                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempt };
+                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempts.Attempt };
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested)
             {
                 LogReplicaLost(logger, work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
-                tried.Add(replica);
                 if (e is Orleans.Runtime.SiloUnavailableException)
                 {
                     try { await registry.ForgetAsync(replica); } catch (Exception f) when (ClusterFaults.IsSiloLoss(f)) { }
                 }
-                if (++attempt > MaxAttempts)
-                    throw new InvalidOperationException($"candidate {work.Index} of job {work.JobId} failed on {MaxAttempts} replicas; last error: {e.Message}", e);
+                attempts.ReplicaLost(replica, e);
             }
             finally
             {
