@@ -10,7 +10,7 @@ namespace MetaStone.Grains;
 /// <list type="table">
 /// <item><term>1000–1099</term><description><see cref="ReplicaGrain"/> (1001: a generated candidate, counted by the kill tests)</description></item>
 /// <item><term>1100–1199</term><description><see cref="CoordinatorGrain"/></description></item>
-/// <item><term>1200–1299</term><description><see cref="CandidateGrain"/> (reserved: its log calls are not converted yet, see <see cref="Placement.CandidateAttempts"/>)</description></item>
+/// <item><term>1200–1299</term><description><see cref="CandidateGrain"/></description></item>
 /// <item><term>1300–1399</term><description><see cref="Sweeps.SweepGrain"/></description></item>
 /// <item><term>1400–1499</term><description><see cref="Durability.AdmissionGrain"/></description></item>
 /// <item><term>1500–1599</term><description><see cref="Durability.RecoverableRunGrain"/></description></item>

@@ -9,9 +9,6 @@ namespace MetaStone.Grains.Placement;
 /// One instance per generation (<see cref="CandidateGrain"/>): ask the registry for a replica excluding
 /// <see cref="Excluded"/>, then report the outcome with <see cref="ReplicaPicked"/>, <see cref="NoReplicaAvailable"/> or
 /// <see cref="ReplicaLost"/>. The methods that give up throw the exception the candidate fails with.
-/// Not yet wired into <see cref="CandidateGrain"/>: with the grain using it (and its [LoggerMessage] logging), the
-/// coordinator-kill test exceeded its generation bound (42–43 of 40) in 5 of 9 runs against 0 of 5 with the grain as it
-/// was, with no behavioural difference found in review; the grain keeps the same decisions inline until that is explained.
 /// </remarks>
 public sealed class CandidateAttempts(string jobId, int index, TimeProvider clock)
 {
