@@ -113,9 +113,18 @@ public sealed class MetaStoneClient : IAsyncDisposable
         // whereas a lost poll times out within a minute and is reissued to the coordinator's new activation.
         await foreach (var e in WatchAsync(jobId, cancellationToken))
             if (e.IsTerminal) break;
-        // The job has ended: this returns its result at once, or throws why it failed or was cancelled.
-        return await RetryAsync(() => Coordinator(jobId).AwaitResultAsync(cancellationToken), cancellationToken);
+        return await EndedJobResultAsync(jobId, cancellationToken);
     }
+
+    /// <summary>
+    /// The result of a job already seen to end (after <see cref="WatchAsync"/> yielded its terminal event), in one call:
+    /// a caller that followed the job itself need not follow it again through <see cref="AwaitResultAsync"/>.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The job was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The job failed.</exception>
+    public Task<JobResult> EndedJobResultAsync(string jobId, CancellationToken cancellationToken = default) =>
+        // The job has ended: the coordinator returns its result at once, or throws why it failed or was cancelled.
+        RetryAsync(() => Coordinator(jobId).AwaitResultAsync(cancellationToken), cancellationToken);
 
     /// <summary>The result of a completed job, or null while it runs.</summary>
     public Task<JobResult?> GetResultAsync(string jobId, CancellationToken cancellationToken = default) =>

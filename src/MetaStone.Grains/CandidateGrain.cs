@@ -1,5 +1,6 @@
 using MetaStone.Contracts;
 using MetaStone.Grains.Durability;
+using MetaStone.Grains.Placement;
 using Microsoft.Extensions.Logging;
 
 namespace MetaStone.Grains;
@@ -17,15 +18,10 @@ namespace MetaStone.Grains;
 /// candidate in that window when a silo is killed; the kill tests count generations and check that bound.
 /// </remarks>
 [Reentrant]
-public sealed class CandidateGrain(
+public sealed partial class CandidateGrain(
     IGrainContext grainContext, IPersistentStateFactory states,
     RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
-    /// <summary>Replicas tried per candidate before the candidate fails.</summary>
-    public const int MaxAttempts = 6;
-    /// <summary>How long a candidate waits for any replica to be registered.</summary>
-    public static readonly TimeSpan NoReplicaPatience = TimeSpan.FromSeconds(30);
-
     /// <summary>
     /// The idempotency record, only where it can be used (a cluster): created here rather than injected with
     /// <c>[PersistentState]</c> so the one-process mode does not read an empty record on each of a job's k activations.
@@ -60,7 +56,7 @@ public sealed class CandidateGrain(
     {
         if (_generation is { IsCompleted: false }) return; // still wanted by someone
         try { if (_record is { Exists: true }) await _record.ClearAsync($"forgetting candidate {this.GetPrimaryKeyString()}"); }
-        catch (Exception e) { logger.LogDebug("forgetting candidate {Candidate} failed: {Error}", this.GetPrimaryKeyString(), e.Message); }
+        catch (Exception e) { LogForgettingFailed(logger, this.GetPrimaryKeyString(), e.Message); }
         DeactivateOnIdle();
     }
 
@@ -77,39 +73,31 @@ public sealed class CandidateGrain(
 
     private async Task<CandidateResult> GenerateOnAReplicaAsync(IReplicaRegistryGrain registry, CandidateWork work, CancellationToken cancellationToken)
     {
-        var tried = new List<string>();
-        var waitingSince = DateTime.UtcNow;
-        for (int attempt = 1; ; )
+        var attempts = new CandidateAttempts(work.JobId, work.Index, TimeProvider.System);
+        while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
             string? replica;
-            try { replica = await registry.PickAsync(tried); }
+            try { replica = await registry.PickAsync(attempts.Excluded); }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { replica = null; } // the registry's silo died: it re-activates elsewhere
             if (replica is null)
             {
-                if (DateTime.UtcNow - waitingSince > NoReplicaPatience)
-                    throw new InvalidOperationException($"candidate {work.Index} of job {work.JobId}: no live model replica in the cluster for {NoReplicaPatience.TotalSeconds:0} s (tried: {string.Join(", ", tried)})");
-                // Every replica tried may have been a transient failure; allow them again after a pause.
-                if (tried.Count > 0) tried.Clear();
-                await Task.Delay(250, cancellationToken);
+                await Task.Delay(attempts.NoReplicaAvailable(), cancellationToken);
                 continue;
             }
-            waitingSince = DateTime.UtcNow;
+            attempts.ReplicaPicked();
             try
             {
-                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempt };
+                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempts.Attempt };
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested)
             {
-                logger.LogWarning("candidate {Index} of job {Job}: replica {Replica} lost ({Error}); retrying elsewhere with seed {Seed}",
-                    work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
-                tried.Add(replica);
+                LogReplicaLost(logger, work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
                 if (e is Orleans.Runtime.SiloUnavailableException)
                 {
                     try { await registry.ForgetAsync(replica); } catch (Exception f) when (ClusterFaults.IsSiloLoss(f)) { }
                 }
-                if (++attempt > MaxAttempts)
-                    throw new InvalidOperationException($"candidate {work.Index} of job {work.JobId} failed on {MaxAttempts} replicas; last error: {e.Message}", e);
+                attempts.ReplicaLost(replica, e);
             }
             finally
             {
@@ -149,14 +137,27 @@ public sealed class CandidateGrain(
         {
             // A second activation of this grain (two can exist for a moment after a silo loss) stored it first. The same seed
             // gives the same trajectory, so its record holds this very candidate.
-            logger.LogDebug("candidate {Index} of job {Job} was stored by another activation", work.Index, work.JobId);
+            LogStoredByAnotherActivation(logger, work.Index, work.JobId);
             DeactivateOnIdle();
         }
         catch (Exception e)
         {
             // The coordinator still gets the candidate (and persists it in the job's result); only a resume after a
             // silo loss in the meantime would generate it again.
-            logger.LogWarning("candidate {Index} of job {Job}: storing it failed ({Error})", work.Index, work.JobId, e.Message);
+            LogStoringFailed(logger, work.Index, work.JobId, e.Message);
         }
     }
+
+    // Log events 1200–1299 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Debug, Message = "forgetting candidate {Candidate} failed: {Error}")]
+    private static partial void LogForgettingFailed(ILogger logger, string candidate, string error);
+
+    [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "candidate {Index} of job {Job}: replica {Replica} lost ({Error}); retrying elsewhere with seed {Seed}")]
+    private static partial void LogReplicaLost(ILogger logger, int index, string job, string replica, string error, long seed);
+
+    [LoggerMessage(EventId = 1203, Level = LogLevel.Debug, Message = "candidate {Index} of job {Job} was stored by another activation")]
+    private static partial void LogStoredByAnotherActivation(ILogger logger, int index, string job);
+
+    [LoggerMessage(EventId = 1204, Level = LogLevel.Warning, Message = "candidate {Index} of job {Job}: storing it failed ({Error})")]
+    private static partial void LogStoringFailed(ILogger logger, int index, string job, string error);
 }

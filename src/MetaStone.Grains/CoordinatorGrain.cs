@@ -15,7 +15,7 @@ namespace MetaStone.Grains;
 /// what is missing. Reentrant so status, progress and cancel calls are served while candidates run.
 /// </summary>
 [Reentrant]
-public sealed class CoordinatorGrain(
+public sealed partial class CoordinatorGrain(
     [PersistentState("job", StorageNames.Jobs)] IPersistentState<JobRecord> record,
     RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger)
     : RecoverableRunGrain(durability, logger), ICoordinatorGrain
@@ -53,7 +53,7 @@ public sealed class CoordinatorGrain(
         if (!await admissionGrain.TryAdmitAsync(Id, admission.MaxRunningJobs))
         {
             // Nothing was stored: the client gets a clear "busy, retry" and this activation goes away.
-            logger.LogWarning("job {Job} refused: the cluster runs its limit of {Max} jobs", Id, admission.MaxRunningJobs);
+            LogRefused(logger, Id, admission.MaxRunningJobs);
             DeactivateOnIdle();
             throw new ClusterBusyException($"cluster busy: it is running its limit of {admission.MaxRunningJobs} jobs; the job was not accepted, submit it again later");
         }
@@ -73,7 +73,7 @@ public sealed class CoordinatorGrain(
         MetaStoneMetrics.JobsAccepted.Add(1);
         Emit(ProgressKind.Accepted);
         StartRun();
-        logger.LogInformation("job {Job} accepted: k = {K} on silo {Silo}", Id, k, silo.Name);
+        LogAccepted(logger, Id, k, silo.Name);
         return Status();
     }
 
@@ -113,7 +113,7 @@ public sealed class CoordinatorGrain(
         // Token propagation is best effort; tell the unfinished candidates directly as well.
         var unfinished = Enumerable.Range(0, Job.K).Where(i => !_candidates.ContainsKey(i)).Select(i => Candidate(i).CancelAsync());
         try { await Task.WhenAll(unfinished); }
-        catch (Exception e) { logger.LogWarning("job {Job}: telling candidates to stop failed: {Error}", Id, e.Message); }
+        catch (Exception e) { LogStoppingCandidatesFailed(logger, Id, e.Message); }
         await EndAsync();
         Emit(ProgressKind.Cancelled, message: Job.Error);
         _completion.TrySetException(new OperationCanceledException($"job {Id} was cancelled: {Job.Error}"));
@@ -127,7 +127,7 @@ public sealed class CoordinatorGrain(
         switch (Job.State)
         {
             case JobState.Running:
-                logger.LogWarning("job {Job}: resuming on silo {Silo}", Id, silo.Name);
+                LogResuming(logger, Id, silo.Name);
                 StartRun();
                 break;
             case JobState.Completed when Job.Result is not null:
@@ -199,7 +199,7 @@ public sealed class CoordinatorGrain(
             // The result holds every candidate now: their idempotency records can go (one-way, after the client has it).
             if (Durability.PersistCandidates)
                 foreach (var index in Enumerable.Range(0, Job.K)) Candidate(index).ForgetAsync().Ignore();
-            logger.LogInformation("job {Job} completed: winner {Winner} score {Score:F4}", Id, result.WinnerIndex, result.Winner.Score);
+            LogCompleted(logger, Id, result.WinnerIndex, result.Winner.Score);
         }
         catch (Exception) when (Job.State == JobState.Cancelled)
         {
@@ -211,7 +211,7 @@ public sealed class CoordinatorGrain(
             // Orleans invalidated this activation mid-run, or another activation took over the record (after a silo loss two
             // activations of the job's coordinator can exist for a moment). The job is not failed: its record says running,
             // the surviving activation continues it, and waiting clients retry and reach that one (a transient fault for them).
-            logger.LogWarning("job {Job}: this coordinator activation was replaced while it ran; the job continues on the surviving one", Id);
+            LogReplaced(logger, Id);
             _completion.TrySetException(new ActivationReplacedException($"the coordinator of job {Id} was replaced while it ran; ask again"));
             DeactivateOnIdle();
         }
@@ -220,9 +220,9 @@ public sealed class CoordinatorGrain(
             Job.State = JobState.Failed;
             Job.Error = e.Message;
             MetaStoneMetrics.JobsFailed.Add(1);
-            logger.LogError(e, "job {Job} failed", Id);
+            LogFailed(logger, e, Id);
             try { await EndAsync(); }
-            catch (Exception s) { logger.LogError(s, "job {Job}: recording the failure failed", Id); }
+            catch (Exception s) { LogRecordingFailureFailed(logger, s, Id); }
             Emit(ProgressKind.Failed, message: Job.Error);
             _completion.TrySetException(new InvalidOperationException($"job {Id} failed: {Job.Error}"));
         }
@@ -247,7 +247,7 @@ public sealed class CoordinatorGrain(
             catch (Exception e)
             {
                 // Admission control finds ended jobs itself (AdmissionGrain.ReconcilePeriod).
-                logger.LogWarning("job {Job}: releasing its admission failed ({Error}); admission control reconciles it", Id, e.Message);
+                LogReleasingAdmissionFailed(logger, Id, e.Message);
                 return;
             }
         }
@@ -268,7 +268,7 @@ public sealed class CoordinatorGrain(
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested && attempt < CandidateCallAttempts)
             {
                 // The candidate grain's silo died: the next call activates it on a survivor, same seed.
-                logger.LogWarning("job {Job}: candidate {Index} lost ({Error}), reissuing", Id, index, e.GetType().Name);
+                LogCandidateLost(logger, Id, index, e.GetType().Name);
                 await Task.Delay(TimeSpan.FromMilliseconds(200 * attempt), cancellationToken);
             }
         }
@@ -306,4 +306,35 @@ public sealed class CoordinatorGrain(
         });
         Signal();
     }
+
+    // Log events 1100–1199 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Warning, Message = "job {Job} refused: the cluster runs its limit of {Max} jobs")]
+    private static partial void LogRefused(ILogger logger, string job, int max);
+
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "job {Job} accepted: k = {K} on silo {Silo}")]
+    private static partial void LogAccepted(ILogger logger, string job, int k, string silo);
+
+    [LoggerMessage(EventId = 1103, Level = LogLevel.Warning, Message = "job {Job}: telling candidates to stop failed: {Error}")]
+    private static partial void LogStoppingCandidatesFailed(ILogger logger, string job, string error);
+
+    [LoggerMessage(EventId = 1104, Level = LogLevel.Warning, Message = "job {Job}: resuming on silo {Silo}")]
+    private static partial void LogResuming(ILogger logger, string job, string silo);
+
+    [LoggerMessage(EventId = 1105, Level = LogLevel.Information, Message = "job {Job} completed: winner {Winner} score {Score:F4}")]
+    private static partial void LogCompleted(ILogger logger, string job, int winner, double score);
+
+    [LoggerMessage(EventId = 1106, Level = LogLevel.Warning, Message = "job {Job}: this coordinator activation was replaced while it ran; the job continues on the surviving one")]
+    private static partial void LogReplaced(ILogger logger, string job);
+
+    [LoggerMessage(EventId = 1107, Level = LogLevel.Error, Message = "job {Job} failed")]
+    private static partial void LogFailed(ILogger logger, Exception exception, string job);
+
+    [LoggerMessage(EventId = 1108, Level = LogLevel.Error, Message = "job {Job}: recording the failure failed")]
+    private static partial void LogRecordingFailureFailed(ILogger logger, Exception exception, string job);
+
+    [LoggerMessage(EventId = 1109, Level = LogLevel.Warning, Message = "job {Job}: releasing its admission failed ({Error}); admission control reconciles it")]
+    private static partial void LogReleasingAdmissionFailed(ILogger logger, string job, string error);
+
+    [LoggerMessage(EventId = 1110, Level = LogLevel.Warning, Message = "job {Job}: candidate {Index} lost ({Error}), reissuing")]
+    private static partial void LogCandidateLost(ILogger logger, string job, int index, string error);
 }

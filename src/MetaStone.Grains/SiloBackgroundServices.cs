@@ -9,7 +9,7 @@ namespace MetaStone.Grains;
 /// Reports this silo's replicas and their live load to the registry twice a second, from the moment the silo is
 /// active (its engines were loaded before that) until it stops.
 /// </summary>
-public sealed class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain drain, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
+public sealed partial class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain drain, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
     : ILifecycleParticipant<ISiloLifecycle>
 {
     public static readonly TimeSpan Period = TimeSpan.FromMilliseconds(500);
@@ -35,9 +35,13 @@ public sealed class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain drain, IG
             }
             catch (Exception e) when (!_stop.IsCancellationRequested)
             {
-                logger.LogDebug("replica heartbeat failed (the registry re-activates elsewhere): {Error}", e.Message);
+                LogHeartbeatFailed(logger, e.Message);
             }
             try { await Task.Delay(Period, _stop.Token); } catch (OperationCanceledException) { }
         }
     }
+
+    // Log events 1650–1699 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1651, Level = LogLevel.Debug, Message = "replica heartbeat failed (the registry re-activates elsewhere): {Error}")]
+    private static partial void LogHeartbeatFailed(ILogger logger, string error);
 }

@@ -21,7 +21,7 @@ public sealed record SiloDrainOptions(TimeSpan Grace)
 /// see the silo gone and regenerate the candidate elsewhere with the same seed; a coordinator's job is resumed by
 /// another silo's recovery sweep.
 /// </summary>
-public sealed class SiloDrain(ReplicaEngines engines, IGrainFactory grains, SiloDrainOptions options, ILogger<SiloDrain> logger)
+public sealed partial class SiloDrain(ReplicaEngines engines, IGrainFactory grains, SiloDrainOptions options, ILogger<SiloDrain> logger)
     : ILifecycleParticipant<ISiloLifecycle>
 {
     private volatile bool _draining;
@@ -38,19 +38,30 @@ public sealed class SiloDrain(ReplicaEngines engines, IGrainFactory grains, Silo
         _draining = true;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int atStart = InFlight();
-        logger.LogInformation("silo {Silo} stopping: taking no new candidates; {Count} in flight, grace {Grace} s",
-            engines.SiloName, atStart, options.Grace.TotalSeconds);
+        LogStopping(logger, engines.SiloName, atStart, options.Grace.TotalSeconds);
         try { await grains.GetGrain<IReplicaRegistryGrain>(0).ReportAsync(engines.SiloName, []); }
-        catch (Exception e) { logger.LogDebug("could not withdraw replicas from the registry: {Error}", e.Message); }
+        catch (Exception e) { LogWithdrawFailed(logger, e.Message); }
         while (InFlight() > 0 && clock.Elapsed < options.Grace && !cancellationToken.IsCancellationRequested)
         {
             try { await Task.Delay(100, cancellationToken); } catch (OperationCanceledException) { break; }
         }
         int left = InFlight();
         if (left == 0)
-            logger.LogInformation("silo {Silo}: in-flight candidates finished after {Seconds:0.0} s; leaving the cluster", engines.SiloName, clock.Elapsed.TotalSeconds);
+            LogDrained(logger, engines.SiloName, clock.Elapsed.TotalSeconds);
         else
-            logger.LogWarning("silo {Silo}: grace of {Grace} s over with {Count} candidates still running: they are handed over (regenerated elsewhere with the same seeds)",
-                engines.SiloName, options.Grace.TotalSeconds, left);
+            LogGraceOver(logger, engines.SiloName, options.Grace.TotalSeconds, left);
     }
+
+    // Log events 1600–1649 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1601, Level = LogLevel.Information, Message = "silo {Silo} stopping: taking no new candidates; {Count} in flight, grace {Grace} s")]
+    private static partial void LogStopping(ILogger logger, string silo, int count, double grace);
+
+    [LoggerMessage(EventId = 1602, Level = LogLevel.Debug, Message = "could not withdraw replicas from the registry: {Error}")]
+    private static partial void LogWithdrawFailed(ILogger logger, string error);
+
+    [LoggerMessage(EventId = 1603, Level = LogLevel.Information, Message = "silo {Silo}: in-flight candidates finished after {Seconds:0.0} s; leaving the cluster")]
+    private static partial void LogDrained(ILogger logger, string silo, double seconds);
+
+    [LoggerMessage(EventId = 1604, Level = LogLevel.Warning, Message = "silo {Silo}: grace of {Grace} s over with {Count} candidates still running: they are handed over (regenerated elsewhere with the same seeds)")]
+    private static partial void LogGraceOver(ILogger logger, string silo, double grace, int count);
 }

@@ -22,7 +22,7 @@ public static class SiloExit
 /// not a loss), the silo says so in one line and stops with exit code 3, so its supervisor (docker, systemd, a script)
 /// restarts it and it registers afresh in the new table.
 /// </summary>
-public sealed class MembershipWatchdog(IConnectionMultiplexer redis, string membershipKey, ILocalSiloDetails silo,
+public sealed partial class MembershipWatchdog(IConnectionMultiplexer redis, string membershipKey, ILocalSiloDetails silo,
     IHostApplicationLifetime lifetime, ILogger<MembershipWatchdog> logger) : BackgroundService
 {
     public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
@@ -47,8 +47,7 @@ public sealed class MembershipWatchdog(IConnectionMultiplexer redis, string memb
             }
             if (present) { seen = true; misses = 0; continue; }
             if (!seen || ++misses < MissesBeforeExit) continue;
-            logger.LogCritical("silo {Silo}: its row is gone from the membership table {Key} (Redis restarted without persistence, or the table was deleted); " +
-                "stopping with exit code {Code} so a supervisor restarts it and it registers again", silo.Name, membershipKey, SiloExit.MembershipLost);
+            LogMembershipLost(logger, silo.Name, membershipKey, SiloExit.MembershipLost);
             Console.Error.WriteLine($"metastone silo {silo.Name}: the cluster membership in Redis was lost (Redis restarted without persistence?); exiting with code {SiloExit.MembershipLost} to re-register on restart");
             SiloExit.Set(SiloExit.MembershipLost);
             lifetime.StopApplication();
@@ -64,4 +63,8 @@ public sealed class MembershipWatchdog(IConnectionMultiplexer redis, string memb
             return;
         }
     }
+
+    // Log events 1700–1749 (numbering in LogEventIds in MetaStone.Grains).
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Critical, Message = "silo {Silo}: its row is gone from the membership table {Key} (Redis restarted without persistence, or the table was deleted); stopping with exit code {Code} so a supervisor restarts it and it registers again")]
+    private static partial void LogMembershipLost(ILogger logger, string silo, string key, int code);
 }

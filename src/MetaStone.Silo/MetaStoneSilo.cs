@@ -22,7 +22,7 @@ namespace MetaStone.Silo;
 /// cluster, so it is never offered work it cannot do. Used by the silo executable, <c>metastone silo</c> and the
 /// embedded single-process mode of <c>metastone ask</c>.
 /// </summary>
-public static class MetaStoneSilo
+public static partial class MetaStoneSilo
 {
     public static async Task<IHost> StartAsync(SiloSettings settings, Action<ILoggingBuilder>? logging = null, CancellationToken cancellationToken = default)
     {
@@ -113,7 +113,7 @@ public static class MetaStoneSilo
             silo.Services.AddSingleton(sp =>
             {
                 var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MetaStone.RedisOutage");
-                return new RedisOutagePolicy(TimeSpan.FromSeconds(settings.RedisOutageToleranceSeconds), message => log.LogWarning("{Message}", message));
+                return new RedisOutagePolicy(TimeSpan.FromSeconds(settings.RedisOutageToleranceSeconds), message => LogRedisOutage(log, message));
             });
             // Job, candidate, admission and sweep records; reminders that resume the runs of a dead silo. All on the one
             // connection. Records expire a retention period after their last write (a running job writes as it goes).
@@ -216,4 +216,8 @@ public static class MetaStoneSilo
             return Task.CompletedTask;
         }
     }
+
+    // Log events 1750–1799 (numbering in LogEventIds in MetaStone.Grains).
+    [LoggerMessage(EventId = 1751, Level = LogLevel.Warning, Message = "{Message}")]
+    private static partial void LogRedisOutage(ILogger logger, string message);
 }

@@ -51,7 +51,8 @@ public sealed class AskCommand : ICliVerb
                     await client.CancelAsync(jobId, "interrupted at the terminal", CancellationToken.None);
                     throw new OperationCanceledException($"job {jobId} cancelled");
                 }
-                var result = await client.AwaitResultAsync(jobId, cancellationToken);
+                // The watch above ended at the job's terminal event: fetch the result without following the job a second time.
+                var result = await client.EndedJobResultAsync(jobId, cancellationToken);
                 if (parse.GetValue(json)) JsonOutput.Write(parse.InvocationConfiguration.Output, result);
                 else JobReport.WriteResult(parse.InvocationConfiguration.Output, result);
                 return 0;

@@ -15,7 +15,7 @@ namespace MetaStone.Grains.Durability;
 /// <see cref="ReconcilePeriod"/> the entries older than that period are checked against their coordinators, and jobs
 /// that ended or were never recorded are released.
 /// </remarks>
-public sealed class AdmissionGrain(
+public sealed partial class AdmissionGrain(
     [PersistentState("admission", StorageNames.Jobs)] IPersistentState<AdmissionRecord> record,
     RedisOutagePolicy outage, ILogger<AdmissionGrain> logger) : Grain, IAdmissionGrain
 {
@@ -67,11 +67,18 @@ public sealed class AdmissionGrain(
                 if (status.State != JobState.Running) ended.Add(jobId);
             }
             catch (KeyNotFoundException) { ended.Add(jobId); }
-            catch (Exception e) { logger.LogDebug("admission: checking job {Job} failed ({Error}); checked again later", jobId, e.Message); }
+            catch (Exception e) { LogCheckingJobFailed(logger, jobId, e.Message); }
         }
         if (ended.Count == 0) return;
         foreach (var jobId in ended) _record.Value.Running.Remove(jobId);
-        logger.LogWarning("admission: released {Count} job(s) that had ended without releasing their place: {Jobs}", ended.Count, string.Join(", ", ended));
+        LogReleasedEndedJobs(logger, ended.Count, string.Join(", ", ended));
         await _record.WriteAsync("releasing ended jobs");
     }
+
+    // Log events 1400–1499 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1401, Level = LogLevel.Debug, Message = "admission: checking job {Job} failed ({Error}); checked again later")]
+    private static partial void LogCheckingJobFailed(ILogger logger, string job, string error);
+
+    [LoggerMessage(EventId = 1402, Level = LogLevel.Warning, Message = "admission: released {Count} job(s) that had ended without releasing their place: {Jobs}")]
+    private static partial void LogReleasedEndedJobs(ILogger logger, int count, string jobs);
 }

@@ -22,7 +22,7 @@ public sealed record DurabilityOptions(bool RecoverRunsOfDeadSilos, bool Persist
 /// running activation from being collected as idle while it awaits long calls. Long polls (a client following
 /// progress) wait on <see cref="WaitForChangeAsync"/>.
 /// </summary>
-public abstract class RecoverableRunGrain(DurabilityOptions durability, ILogger logger) : Grain, IRemindable
+public abstract partial class RecoverableRunGrain(DurabilityOptions durability, ILogger logger) : Grain, IRemindable
 {
     /// <summary>Period of the recovery reminder: with failure detection, how soon a run of a dead silo resumes elsewhere.</summary>
     public static readonly TimeSpan RecoveryPeriod = TimeSpan.FromSeconds(5);
@@ -97,7 +97,7 @@ public abstract class RecoverableRunGrain(DurabilityOptions durability, ILogger 
         catch (Exception e)
         {
             // Harmless: the next tick finds the run ended and tries again.
-            logger.LogDebug("{Kind} {Id}: removing the recovery reminder failed: {Error}", Kind, Id, e.Message);
+            LogRemovingReminderFailed(logger, Kind, Id, e.Message);
         }
     }
 
@@ -124,4 +124,8 @@ public abstract class RecoverableRunGrain(DurabilityOptions durability, ILogger 
         DeactivateOnIdle();
         throw new KeyNotFoundException($"unknown {Kind} id '{Id}'");
     }
+
+    // Log events 1500–1599 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1501, Level = LogLevel.Debug, Message = "{Kind} {Id}: removing the recovery reminder failed: {Error}")]
+    private static partial void LogRemovingReminderFailed(ILogger logger, string kind, string id, string error);
 }

@@ -15,7 +15,7 @@ namespace MetaStone.Grains.Sweeps;
 /// the items not yet persisted, and their jobs keep their ids, so candidates already stored are not generated again.
 /// </summary>
 [Reentrant]
-public sealed class SweepGrain(
+public sealed partial class SweepGrain(
     [PersistentState("sweep", StorageNames.Sweeps)] IPersistentState<SweepRecord> record,
     RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : RecoverableRunGrain(durability, logger), ISweepGrain
 {
@@ -38,7 +38,7 @@ public sealed class SweepGrain(
     {
         if (IsKnown && IsRunning)
         {
-            logger.LogWarning("sweep {Sweep}: resuming on silo {Silo} with {Done}/{Total} items already stored", Id, silo.Name, Sweep.Items.Count, Sweep.Request!.ItemCount);
+            LogResuming(logger, Id, silo.Name, Sweep.Items.Count, Sweep.Request!.ItemCount);
             StartRun();
         }
         return Task.CompletedTask;
@@ -60,7 +60,7 @@ public sealed class SweepGrain(
             }
             if (Sweep.State is SweepState.Failed or SweepState.Cancelled)
             {
-                logger.LogInformation("sweep {Sweep}: restarted after it {State}", Id, Sweep.State);
+                LogRestarted(logger, Id, Sweep.State);
                 (Sweep.State, Sweep.Error) = (SweepState.Running, null);
                 await _record.WriteAsync($"restarting sweep {Id}");
                 await KeepRecoverableAsync();
@@ -74,7 +74,7 @@ public sealed class SweepGrain(
         (Sweep.Request, Sweep.Model, Sweep.CreatedAt, Sweep.State) = (request, serving2, DateTimeOffset.UtcNow, SweepState.Running);
         await _record.WriteAsync($"accepting sweep {Id}");
         await KeepRecoverableAsync();
-        logger.LogInformation("sweep {Sweep} accepted: {Items} items × {K} candidates on silo {Silo}", Id, request.ItemCount, request.KMax, silo.Name);
+        LogAccepted(logger, Id, request.ItemCount, request.KMax, silo.Name);
         StartRun();
         return Status();
     }
@@ -115,7 +115,7 @@ public sealed class SweepGrain(
         _stop.Cancel();
         var jobs = _runningJobs.Values.ToList();
         try { await Task.WhenAll(jobs.Select(j => GrainFactory.GetGrain<ICoordinatorGrain>(j).CancelAsync($"sweep {Id} cancelled"))); }
-        catch (Exception e) { logger.LogWarning("sweep {Sweep}: cancelling its running jobs failed: {Error}", Id, e.Message); }
+        catch (Exception e) { LogCancellingJobsFailed(logger, Id, e.Message); }
         await _record.WriteAsync($"cancelling sweep {Id}");
         Signal();
         return Status();
@@ -150,7 +150,7 @@ public sealed class SweepGrain(
             var missing = Enumerable.Range(0, request.ItemCount).Where(i => !Sweep.Items.ContainsKey(i)).ToList();
             int concurrency = request.MaxConcurrentItems > 0 ? request.MaxConcurrentItems
                 : SweepRules.AutoConcurrency((await GrainFactory.GetGrain<IReplicaRegistryGrain>(0).ListAsync()).Sum(r => r.Slots), request.KMax);
-            logger.LogInformation("sweep {Sweep}: run {Run}, {Missing} items to go, {Concurrency} at once", Id, Sweep.Runs, missing.Count, concurrency);
+            LogRun(logger, Id, Sweep.Runs, missing.Count, concurrency);
             using var gate = new SemaphoreSlim(concurrency);
             var token = _stop.Token;
             Exception? firstError = null;
@@ -174,7 +174,7 @@ public sealed class SweepGrain(
             if (!IsRunning) return;
             Sweep.State = SweepState.Completed;
             await _record.WriteAsync($"completing sweep {Id}");
-            logger.LogInformation("sweep {Sweep} completed: {Items} items in {Seconds:F0} s", Id, Sweep.Items.Count, _runClock.Elapsed.TotalSeconds);
+            LogCompleted(logger, Id, Sweep.Items.Count, _runClock.Elapsed.TotalSeconds);
         }
         catch (Exception) when (!IsRunning && Sweep.State == SweepState.Cancelled)
         {
@@ -183,16 +183,16 @@ public sealed class SweepGrain(
         catch (ActivationReplacedException)
         {
             // Another activation took over the record after a silo loss; it runs the sweep.
-            logger.LogWarning("sweep {Sweep}: this activation was replaced while it ran; the sweep continues on the surviving one", Id);
+            LogReplaced(logger, Id);
             DeactivateOnIdle();
         }
         catch (Exception e)
         {
             Sweep.State = SweepState.Failed;
             Sweep.Error = e.Message;
-            logger.LogError(e, "sweep {Sweep} failed", Id);
+            LogFailed(logger, e, Id);
             try { await _record.WriteAsync($"recording the failure of sweep {Id}"); }
-            catch (Exception s) { logger.LogError(s, "sweep {Sweep}: recording the failure failed", Id); }
+            catch (Exception s) { LogRecordingFailureFailed(logger, s, Id); }
         }
         finally
         {
@@ -220,7 +220,7 @@ public sealed class SweepGrain(
             }
             catch (Exception e) when (!cancellationToken.IsCancellationRequested && attempt < ItemAttempts && e is InvalidOperationException or OperationCanceledException)
             {
-                logger.LogWarning("sweep {Sweep}: item {Item} (job {Job}) failed: {Error}; retrying", Id, item, jobId, e.Message);
+                LogItemRetrying(logger, Id, item, jobId, e.Message);
             }
         }
         string answer = request.Problems[problem].Answer;
@@ -274,4 +274,35 @@ public sealed class SweepGrain(
             ProblemsFinished = request is null ? 0 : Sweep.Items.Keys.GroupBy(i => i / request.Budgets.Count).Count(g => g.Count() == request.Budgets.Count),
         };
     }
+
+    // Log events 1300–1399 (numbering in LogEventIds).
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Warning, Message = "sweep {Sweep}: resuming on silo {Silo} with {Done}/{Total} items already stored")]
+    private static partial void LogResuming(ILogger logger, string sweep, string silo, int done, int total);
+
+    [LoggerMessage(EventId = 1302, Level = LogLevel.Information, Message = "sweep {Sweep}: restarted after it {State}")]
+    private static partial void LogRestarted(ILogger logger, string sweep, SweepState state);
+
+    [LoggerMessage(EventId = 1303, Level = LogLevel.Information, Message = "sweep {Sweep} accepted: {Items} items × {K} candidates on silo {Silo}")]
+    private static partial void LogAccepted(ILogger logger, string sweep, int items, int k, string silo);
+
+    [LoggerMessage(EventId = 1304, Level = LogLevel.Warning, Message = "sweep {Sweep}: cancelling its running jobs failed: {Error}")]
+    private static partial void LogCancellingJobsFailed(ILogger logger, string sweep, string error);
+
+    [LoggerMessage(EventId = 1305, Level = LogLevel.Information, Message = "sweep {Sweep}: run {Run}, {Missing} items to go, {Concurrency} at once")]
+    private static partial void LogRun(ILogger logger, string sweep, int run, int missing, int concurrency);
+
+    [LoggerMessage(EventId = 1306, Level = LogLevel.Information, Message = "sweep {Sweep} completed: {Items} items in {Seconds:F0} s")]
+    private static partial void LogCompleted(ILogger logger, string sweep, int items, double seconds);
+
+    [LoggerMessage(EventId = 1307, Level = LogLevel.Warning, Message = "sweep {Sweep}: this activation was replaced while it ran; the sweep continues on the surviving one")]
+    private static partial void LogReplaced(ILogger logger, string sweep);
+
+    [LoggerMessage(EventId = 1308, Level = LogLevel.Error, Message = "sweep {Sweep} failed")]
+    private static partial void LogFailed(ILogger logger, Exception exception, string sweep);
+
+    [LoggerMessage(EventId = 1309, Level = LogLevel.Error, Message = "sweep {Sweep}: recording the failure failed")]
+    private static partial void LogRecordingFailureFailed(ILogger logger, Exception exception, string sweep);
+
+    [LoggerMessage(EventId = 1310, Level = LogLevel.Warning, Message = "sweep {Sweep}: item {Item} (job {Job}) failed: {Error}; retrying")]
+    private static partial void LogItemRetrying(ILogger logger, string sweep, int item, string job, string error);
 }
