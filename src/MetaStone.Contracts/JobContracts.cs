@@ -31,8 +31,11 @@ public sealed record CandidateWork(
     [property: Id(2)] long Seed,
     [property: Id(3)] JobRequest Request)
 {
-    /// <summary>Sent by a resumed coordinator: a replica may still be generating this candidate for a caller that died.</summary>
-    [Id(4)] public bool Resumed { get; init; }
+    /// <summary>
+    /// A caller of this candidate died (the job was resumed, or the candidate grain's silo was lost): a replica may still be
+    /// generating it, or have just finished it, for that caller, so the candidate grain looks there first.
+    /// </summary>
+    [Id(4)] public bool CallerLost { get; init; }
 }
 
 /// <summary>One finished candidate trajectory as the cluster reports it (text and scores, never tensors).</summary>

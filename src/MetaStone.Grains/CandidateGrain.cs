@@ -65,7 +65,7 @@ public sealed partial class CandidateGrain(
         // Generated before (for a coordinator that died since, or an earlier call): take it rather than generate it again.
         if (_record?.Value.Result is { } stored && stored.Seed == work.Seed) return stored;
         var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
-        var result = (work.Resumed ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
+        var result = (work.CallerLost ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
             ?? await GenerateOnAReplicaAsync(registry, work, cancellationToken);
         if (_record is not null) await PersistAsync(_record, work, result);
         return result;
@@ -107,7 +107,8 @@ public sealed partial class CandidateGrain(
     }
 
     /// <summary>
-    /// The job was resumed after a silo loss: a replica may still be generating this candidate for the caller that died.
+    /// A caller of this candidate died (a resumed job, or a reissue after this grain's silo died): a replica may still be
+    /// generating it, or have just finished it, for that caller.
     /// Joining that generation (at most one replica has it) costs one call per replica instead of a second generation.
     /// </summary>
     private async Task<CandidateResult?> JoinOrphanAsync(IReplicaRegistryGrain registry, CandidateWork work, CancellationToken cancellationToken)
