@@ -79,7 +79,7 @@ public static class GatewayBenchmark
         GatewayBenchSettings settings, Action<string> log, CancellationToken cancellationToken)
     {
         settings.Validate();
-        string loadBefore = LoadAverage();
+        string loadBefore = BenchMachine.LoadAverage();
         using var http = new HttpClient { BaseAddress = gateway, Timeout = TimeSpan.FromMinutes(10) };
 
         // Warm-up: the first job pays for JIT, the prompt's tokenization and the HTTP connection on both paths.
@@ -131,7 +131,7 @@ public static class GatewayBenchmark
         double on = Throughput(true), off = Throughput(false), streamRatio = Median(pairRatios);
         var streamingReport = new GatewayStreamingReport(settings.Clients, settings.JobsPerClient, settings.ThroughputK, rounds, on, off, streamRatio, on / off,
             TargetStreamingRatio, streamRatio >= TargetStreamingRatio);
-        return new GatewayBenchReport(MachineDescription(), loadBefore, LoadAverage(), clusterDescription, overhead, streamingReport);
+        return new GatewayBenchReport(BenchMachine.Description(), loadBefore, BenchMachine.LoadAverage(), clusterDescription, overhead, streamingReport);
     }
 
     private static async Task<ThroughputRound> ThroughputAsync(Uri gateway, string modelId, GatewayBenchSettings settings, bool streaming, CancellationToken cancellationToken)
@@ -190,21 +190,5 @@ public static class GatewayBenchmark
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
-
-    private static string LoadAverage()
-    {
-        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
-        catch (IOException) { return "unknown"; }
-        catch (UnauthorizedAccessException) { return "unknown"; }
-    }
-
-    private static string MachineDescription()
-    {
-        string? model = null;
-        try { model = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim(); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return $"{model ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores";
     }
 }

@@ -80,7 +80,7 @@ public sealed class BenchCommand : ICliVerb
             if (threadCount is int count) TorchSharp.torch.set_num_threads(count);
             // Other jobs on a shared machine slow every number down (and 2-thread ops stall when one thread is
             // descheduled): the load average before and after tells a reader how much to trust the run.
-            string loadBefore = LoadAverage();
+            string loadBefore = Bench.BenchMachine.LoadAverage();
             var reports = new List<ShapeReport>();
             try
             {
@@ -102,8 +102,8 @@ public sealed class BenchCommand : ICliVerb
                 return GenerateCommand.CancelledExitCode;
             }
 
-            var report = new EngineBenchReport(MachineDescription(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
-                loadBefore, LoadAverage(), reports);
+            var report = new EngineBenchReport(Bench.BenchMachine.Description(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
+                loadBefore, Bench.BenchMachine.LoadAverage(), reports);
             if (parseResult.GetValue(outFile) is { } file)
             {
                 using var writer = new StreamWriter(file.FullName);
@@ -114,23 +114,6 @@ public sealed class BenchCommand : ICliVerb
             return 0;
         });
         return command;
-    }
-
-    /// <summary>1, 5 and 15 minute load averages from /proc/loadavg ("unknown" elsewhere).</summary>
-    private static string LoadAverage()
-    {
-        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
-        catch (IOException) { return "unknown"; }
-        catch (UnauthorizedAccessException) { return "unknown"; }
-    }
-
-    private static string MachineDescription()
-    {
-        string? model = null;
-        try { model = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim(); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return $"{model ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores";
     }
 
     // InvariantGlobalization is on (Directory.Build.props), so number formatting is culture-invariant.
