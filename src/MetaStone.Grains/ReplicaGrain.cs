@@ -31,10 +31,8 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ReplicaWork wor
     {
         string replica = this.GetPrimaryKeyString();
         // A candidate this replica has in flight or finished lately is joined even while draining: no new work.
-        return work.Find(replica, candidate, null, cancellationToken)
-            ?? (drain.Draining
-                ? throw new ReplicaDrainingException($"replica {replica} is stopping and takes no new candidates")
-                : work.Find(replica, candidate, Engine, cancellationToken)!);
+        return work.Find(replica, candidate, drain.Draining ? null : Engine, cancellationToken)
+            ?? throw new ReplicaDrainingException($"replica {replica} is stopping and takes no new candidates");
     }
 
     public async Task<CandidateResult?> JoinAsync(CandidateWork candidate, CancellationToken cancellationToken) =>

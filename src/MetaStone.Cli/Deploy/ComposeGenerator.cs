@@ -244,16 +244,10 @@ public static class ComposeGenerator
         var port = GatewayHttpPort.ToString(CultureInfo.InvariantCulture);
         w.Line();
         w.Line($"{GatewayServiceName}:", 1);
-        w.Line("image: metastone-client:${METASTONE_TAG:-latest}", 2);
-        w.Line("build:", 2);
-        w.Line("context: ..", 3);
-        w.Line("dockerfile: deploy/Dockerfile.client", 3);
+        WriteClientImage(w);
         w.Line("restart: unless-stopped", 2);
         WriteDependsOnCluster(w, spec);
-        w.Line("environment:", 2);
-        w.Line("Orleans__ClusterId: ${METASTONE_CLUSTER_ID:-metastone}", 3);
-        w.Line("Orleans__ServiceId: ${METASTONE_SERVICE_ID:-metastone}", 3);
-        w.Line("MetaStone__Redis: ${METASTONE_REDIS:-redis:6379}", 3);
+        WriteClusterEnvironment(w);
         // Empty = no key required (serve ignores an empty METASTONE_API_KEY).
         w.Line("METASTONE_API_KEY: ${METASTONE_API_KEY:-}", 3);
         w.Line($"command: [\"serve\", \"--urls\", \"http://0.0.0.0:{port}\", \"--model-id\", \"${{METASTONE_MODEL_ID:-metastone}}\"]", 2);
@@ -267,6 +261,24 @@ public static class ComposeGenerator
         w.Line("timeout: 5s", 3);
         w.Line("retries: 3", 3);
         w.Line("start_period: 30s", 3);
+    }
+
+    /// <summary>The client image (the CLI), which both the gateway and the client service run.</summary>
+    private static void WriteClientImage(YamlText w)
+    {
+        w.Line("image: metastone-client:${METASTONE_TAG:-latest}", 2);
+        w.Line("build:", 2);
+        w.Line("context: ..", 3);
+        w.Line("dockerfile: deploy/Dockerfile.client", 3);
+    }
+
+    /// <summary>Opens the environment block with what an Orleans client of the cluster needs.</summary>
+    private static void WriteClusterEnvironment(YamlText w)
+    {
+        w.Line("environment:", 2);
+        w.Line("Orleans__ClusterId: ${METASTONE_CLUSTER_ID:-metastone}", 3);
+        w.Line("Orleans__ServiceId: ${METASTONE_SERVICE_ID:-metastone}", 3);
+        w.Line("MetaStone__Redis: ${METASTONE_REDIS:-redis:6379}", 3);
     }
 
     private static void WriteDependsOnCluster(YamlText w, ComposeSpec spec)
@@ -285,17 +297,11 @@ public static class ComposeGenerator
     {
         w.Line();
         w.Line("client:", 1);
-        w.Line("image: metastone-client:${METASTONE_TAG:-latest}", 2);
-        w.Line("build:", 2);
-        w.Line("context: ..", 3);
-        w.Line("dockerfile: deploy/Dockerfile.client", 3);
+        WriteClientImage(w);
         // Not started by `up`: `docker compose --profile client run --rm client submit ...` (or sweep ...).
         w.Line("profiles: [client]", 2);
         WriteDependsOnCluster(w, spec);
-        w.Line("environment:", 2);
-        w.Line("Orleans__ClusterId: ${METASTONE_CLUSTER_ID:-metastone}", 3);
-        w.Line("Orleans__ServiceId: ${METASTONE_SERVICE_ID:-metastone}", 3);
-        w.Line("MetaStone__Redis: ${METASTONE_REDIS:-redis:6379}", 3);
+        WriteClusterEnvironment(w);
         w.Line("networks:", 2);
         w.Line("metastone: {}", 3);
         w.Line("command: [\"--help\"]", 2);
