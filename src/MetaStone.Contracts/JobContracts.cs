@@ -8,19 +8,14 @@ namespace MetaStone.Contracts;
 public sealed record JobRequest
 {
     [Id(0)] public required string Prompt { get; init; }
-    /// <summary>low / medium / high; null with no <see cref="K"/> means medium.</summary>
-    [Id(1)] public string? Effort { get; init; }
+    /// <summary>Null with no <see cref="K"/> means medium.</summary>
+    [Id(1)] public ReasoningEffort? Effort { get; init; }
     [Id(2)] public int? K { get; init; }
-    /// <summary>Limit on tokens inside the thinking span; null = only <see cref="MaxNewTokens"/>.</summary>
-    [Id(3)] public int? ThinkingBudget { get; init; }
-    [Id(4)] public int MaxNewTokens { get; init; } = SamplingDefaults.MaxNewTokens;
-    [Id(5)] public double Temperature { get; init; } = SamplingDefaults.Temperature;
-    [Id(6)] public double TopP { get; init; } = SamplingDefaults.TopP;
-    [Id(7)] public double RepetitionPenalty { get; init; } = SamplingDefaults.RepetitionPenalty;
-    /// <summary>bon (SPRM Best-of-N, default), majority, weighted.</summary>
-    [Id(8)] public string Selection { get; init; } = "bon";
+    [Id(3)] public SamplingSettings Sampling { get; init; } = new();
+    /// <summary>SPRM Best-of-N by default.</summary>
+    [Id(4)] public WinnerSelection Selection { get; init; }
     /// <summary>Candidate i uses seed <c>Seed + i</c>, so a job is reproducible and a retried candidate regenerates the same trajectory.</summary>
-    [Id(9)] public long Seed { get; init; }
+    [Id(5)] public long Seed { get; init; }
 }
 
 /// <summary>The work one candidate grain sends to a replica: everything needed to regenerate candidate <see cref="Index"/> exactly.</summary>
@@ -54,8 +49,7 @@ public sealed record CandidateResult
     [Id(8)] public required double[] StepScores { get; init; }
     /// <summary>Geometric mean of <see cref="StepScores"/> (0 with no steps): the released MetaStone rule.</summary>
     [Id(9)] public required double Score { get; init; }
-    /// <summary>stop / length / cancelled.</summary>
-    [Id(10)] public required string FinishReason { get; init; }
+    [Id(10)] public required CandidateFinishReason FinishReason { get; init; }
     /// <summary>Replica (silo/device) that generated it.</summary>
     [Id(11)] public required string Replica { get; init; }
     /// <summary>How many replicas were tried (1 unless a silo died or timed out).</summary>
@@ -97,8 +91,7 @@ public sealed record JobResult
     [Id(0)] public required string JobId { get; init; }
     [Id(1)] public required JobRequest Request { get; init; }
     [Id(2)] public required int K { get; init; }
-    /// <summary>bon / majority / weighted.</summary>
-    [Id(3)] public required string Selection { get; init; }
+    [Id(3)] public required WinnerSelection Selection { get; init; }
     [Id(4)] public required int WinnerIndex { get; init; }
     /// <summary>All k candidates ordered by index.</summary>
     [Id(5)] public required IReadOnlyList<CandidateResult> Candidates { get; init; }

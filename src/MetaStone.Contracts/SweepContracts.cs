@@ -18,19 +18,17 @@ public sealed record SweepRequest
     [Id(0)] public required IReadOnlyList<SweepProblem> Problems { get; init; }
     /// <summary>The k values the analysis reports; the largest is generated.</summary>
     [Id(1)] public required IReadOnlyList<int> Ks { get; init; }
-    /// <summary>Thinking budgets in tokens; null = no budget (only the context and <see cref="MaxNewTokens"/> limit).</summary>
+    /// <summary>Thinking budgets in tokens; null = no budget (only the context and <see cref="SamplingSettings.MaxNewTokens"/> limit).</summary>
     [Id(2)] public required IReadOnlyList<int?> Budgets { get; init; }
     [Id(3)] public int SubsampleSeeds { get; init; } = 5;
     /// <summary>Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill the cluster's batch slots.</summary>
     [Id(4)] public int MaxConcurrentItems { get; init; }
-    [Id(5)] public int MaxNewTokens { get; init; } = SamplingDefaults.MaxNewTokens;
-    [Id(6)] public double Temperature { get; init; } = SamplingDefaults.Temperature;
-    [Id(7)] public double TopP { get; init; } = SamplingDefaults.TopP;
-    [Id(8)] public double RepetitionPenalty { get; init; } = SamplingDefaults.RepetitionPenalty;
+    /// <summary>Sampling of every candidate; its thinking budget stays null (each item takes one of <see cref="Budgets"/>).</summary>
+    [Id(5)] public SamplingSettings Sampling { get; init; } = new();
     /// <summary>Problem i uses job seed <c>Seed + 1000·i</c> at every budget (candidate j adds j), so budgets compare like with like.</summary>
-    [Id(9)] public long Seed { get; init; } = 1;
+    [Id(6)] public long Seed { get; init; } = 1;
     /// <summary>Free text the CLI records (dataset path, command line).</summary>
-    [Id(10)] public string? Description { get; init; }
+    [Id(7)] public string? Description { get; init; }
 
     public int KMax => Ks.Count == 0 ? 0 : Ks.Max();
     public int ItemCount => Problems.Count * Budgets.Count;
@@ -52,7 +50,7 @@ public sealed record SweepCandidate(
     [property: Id(2)] bool Correct,
     [property: Id(3)] int ThinkingTokens,
     [property: Id(4)] int Steps,
-    [property: Id(5)] string FinishReason);
+    [property: Id(5)] CandidateFinishReason FinishReason);
 
 /// <summary>A finished sweep item: the k_max graded candidates of one problem at one budget.</summary>
 [GenerateSerializer, Immutable, Alias("metastone.SweepItemResult")]

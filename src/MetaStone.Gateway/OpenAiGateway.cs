@@ -279,16 +279,17 @@ public static class OpenAiGateway
     {
         job_id = result.JobId,
         k = result.K,
-        selection = result.Selection,
+        selection = result.Selection.Name(),
         winner_index = result.WinnerIndex,
         score = result.Winner.Score,
         answer = result.Winner.Answer,
         candidates = candidates
-            ? result.Candidates.Select(c => new { index = c.Index, seed = c.Seed, score = c.Score, answer = c.Answer, step_scores = c.StepScores, finish_reason = c.FinishReason }).ToArray()
+            ? result.Candidates.Select(c => new { index = c.Index, seed = c.Seed, score = c.Score, answer = c.Answer, step_scores = c.StepScores, finish_reason = c.FinishReason.Name() }).ToArray()
             : null,
     };
 
-    private static string FinishReason(CandidateResult c) => c.FinishReason == "length" ? "length" : "stop";
+    // OpenAI's finish reasons are stop and length: a cancelled candidate never wins a completed job, and is reported as stop.
+    private static string FinishReason(CandidateResult c) => (c.FinishReason == CandidateFinishReason.Length ? CandidateFinishReason.Length : CandidateFinishReason.Stop).Name();
 
     /// <summary>The thinking (inside <c>&lt;think&gt;…&lt;/think&gt;</c>) and the answer after it.</summary>
     public static (string Reasoning, string Content) Split(string text)
@@ -328,14 +329,17 @@ public sealed record ChatRequest(string? Model, JobRequest Job, bool Stream, boo
         var job = new JobRequest
         {
             Prompt = prompt,
-            Effort = Str(o, "reasoning_effort"),
+            Effort = Choice(o, "reasoning_effort", RequestText.ParseEffort),
             K = Int(o, "n"),
-            MaxNewTokens = maxTokens ?? SamplingDefaults.MaxNewTokens,
-            Temperature = Num(o, "temperature") ?? SamplingDefaults.Temperature,
-            TopP = Num(o, "top_p") ?? SamplingDefaults.TopP,
+            Sampling = new SamplingSettings
+            {
+                MaxNewTokens = maxTokens ?? SamplingDefaults.MaxNewTokens,
+                Temperature = Num(o, "temperature") ?? SamplingDefaults.Temperature,
+                TopP = Num(o, "top_p") ?? SamplingDefaults.TopP,
+                ThinkingBudget = extension is null ? null : Int(extension, "thinking_budget"),
+            },
             Seed = Long(o, "seed") ?? Random.Shared.NextInt64(0, 1L << 40),
-            Selection = extension is null ? "bon" : Str(extension, "selection") ?? "bon",
-            ThinkingBudget = extension is null ? null : Int(extension, "thinking_budget"),
+            Selection = (extension is null ? null : Choice(extension, "selection", RequestText.ParseSelection)) ?? WinnerSelection.BestOfN,
         };
         // n = 1 is OpenAI's default and means "one answer": here k comes from reasoning_effort then.
         if (job.K == 1 && job.Effort is not null) job = job with { K = null };
@@ -354,6 +358,14 @@ public sealed record ChatRequest(string? Model, JobRequest Job, bool Stream, boo
         if (o[name] is null) return null;
         if (o[name] is JsonValue v && v.TryGetValue<string>(out var s)) return s;
         throw new ChatRequestException($"'{name}' must be a string", name);
+    }
+
+    /// <summary>A word of the request contract (effort, selection) read by its one parser; an unknown word names the field.</summary>
+    private static T? Choice<T>(JsonObject o, string name, Func<string, T> parse) where T : struct
+    {
+        if (Str(o, name) is not { } text) return null;
+        try { return parse(text); }
+        catch (ArgumentException e) { throw new ChatRequestException(e.Message, name); }
     }
 
     private static int? Int(JsonObject o, string name)

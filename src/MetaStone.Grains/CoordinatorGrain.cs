@@ -185,7 +185,7 @@ public sealed partial class CoordinatorGrain(
                 JobId = Id,
                 Request = Job.Request!,
                 K = Job.K,
-                Selection = JobRequestRules.SelectionName(_selection),
+                Selection = Job.Request!.Selection,
                 WinnerIndex = ordered[position].Index,
                 Candidates = ordered,
                 ElapsedSeconds = (DateTimeOffset.UtcNow - Job.CreatedAt).TotalSeconds,

@@ -35,7 +35,7 @@ public static class MetaStoneMetrics
     public static void JobCompleted(JobRequest request, int k, double seconds)
     {
         JobsCompleted.Add(1);
-        JobLatency.Record(seconds, new KeyValuePair<string, object?>("effort", request.Effort ?? "n"), new KeyValuePair<string, object?>("k", k));
+        JobLatency.Record(seconds, new KeyValuePair<string, object?>("effort", request.Effort?.Name() ?? "n"), new KeyValuePair<string, object?>("k", k));
     }
 
     /// <summary>

@@ -74,12 +74,4 @@ public static class CandidateSelection
             if (eligible(i) && candidates[i].Score >= top - ScoreTieTolerance) return i;
         return 0; // only NaN scores: the first candidate, as argmax would
     }
-
-    public static SelectionMethod Parse(string name) => name.Trim().ToLowerInvariant() switch
-    {
-        "bon" or "best-of-n" or "sprm" or "sprm-best-of-n" => SelectionMethod.SprmBestOfN,
-        "majority" or "majority-vote" or "vote" => SelectionMethod.MajorityVote,
-        "weighted" or "weighted-vote" or "sprm-weighted-vote" => SelectionMethod.SprmWeightedVote,
-        _ => throw new ArgumentException($"unknown selection method '{name}' (valid: bon, majority, weighted)", nameof(name)),
-    };
 }

@@ -94,8 +94,8 @@ public sealed class GenerateCommandTests(GeneratedModelDirectory model) : IClass
     }
 
     [Theory]
-    [InlineData("0", "--n must be between 1 and 256")]
-    [InlineData("257", "--n must be between 1 and 256")]
+    [InlineData("0", "k must be between 1 and 256")]
+    [InlineData("257", "k must be between 1 and 256")]
     public async Task CandidateCountOutOfRangeIsAUsageError(string n, string message)
     {
         var (exitCode, output, error) = await RunAsync("generate", "Compute 1 + 2.", "--model", model.Directory, "--n", n);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using MetaStone.Cli.Commands;
+using MetaStone.Contracts;
 using MetaStone.Training.Tasks;
 
 namespace MetaStone.Cli.Tests;
@@ -85,14 +86,14 @@ public sealed class SweepCommandTests
     public void BadOptionsAreNamed(string option, string value, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => SweepCommand.BuildRequest(null,
-            option == "--problems" ? int.Parse(value) : 2, option == "--k" ? value : "1,2", option == "--budgets" ? value : "16", 3, 2, 1, 64));
+            option == "--problems" ? int.Parse(value) : 2, option == "--k" ? value : "1,2", option == "--budgets" ? value : "16", 3, 2, 1, new SamplingSettings { MaxNewTokens = 64 }));
         Assert.Contains(message, e.Message);
     }
 
     [Fact]
     public void BudgetsAcceptNoneAndTheDefaultIdFollowsTheSettingsOnly()
     {
-        var a = SweepCommand.BuildRequest(null, 3, "1,2,4", "16,none", 5, 4, 1, 64);
+        var a = SweepCommand.BuildRequest(null, 3, "1,2,4", "16,none", 5, 4, 1, new SamplingSettings { MaxNewTokens = 64 });
         Assert.Equal(new int?[] { 16, null }, a.Budgets);
         Assert.Equal(4, a.KMax);
         Assert.Equal(3, a.Problems.Count);

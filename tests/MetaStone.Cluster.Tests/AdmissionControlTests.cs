@@ -26,7 +26,7 @@ public sealed class AdmissionControlTests(ITestOutputHelper output)
         // Twelve concurrent submissions of long jobs: the first three to be admitted run for seconds, the rest must bounce.
         var requests = Enumerable.Range(0, 12).Select(i => (Id: $"admit-{i}", Request: new JobRequest
         {
-            Prompt = TestModel.Prompt(i), K = 8, MaxNewTokens = 200, Temperature = 1.0, Seed = 100 * i,
+            Prompt = TestModel.Prompt(i), K = 8, Sampling = new() { MaxNewTokens = 200, Temperature = 1.0 }, Seed = 100 * i,
         })).ToList();
         var outcomes = await Task.WhenAll(requests.Select(async r =>
         {

@@ -94,12 +94,26 @@ public sealed class CliClusterVerbTests(ProcessClusterFixture cluster)
             var (code, stdout, stderr) = await RunProcessAsync(null, "ask", "--prompt-file", file, "--model", TestModel.Directory, "--k", "2", "--max-new-tokens", "8", "--json");
             Assert.True(code == 0, stderr);
             using (var json = JsonDocument.Parse(stdout))
+            {
                 Assert.Equal(TestModel.Prompt(3), json.RootElement.GetProperty("request").GetProperty("prompt").GetString());
+                // The request contract's choices print as the words users type.
+                Assert.Equal("bon", json.RootElement.GetProperty("selection").GetString());
+                Assert.Equal("bon", json.RootElement.GetProperty("request").GetProperty("selection").GetString());
+                Assert.Equal(8, json.RootElement.GetProperty("request").GetProperty("sampling").GetProperty("maxNewTokens").GetInt32());
+                Assert.All(json.RootElement.GetProperty("candidates").EnumerateArray(),
+                    c => Assert.Contains(c.GetProperty("finishReason").GetString(), new[] { "stop", "length" }));
+            }
 
-            var (piped, pipedOut, pipedErr) = await RunProcessAsync(TestModel.Prompt(4) + "\n", "ask", "-", "--model", TestModel.Directory, "--k", "2", "--max-new-tokens", "8", "--json");
+            var (piped, pipedOut, pipedErr) = await RunProcessAsync(TestModel.Prompt(4) + "\n", "ask", "-", "--model", TestModel.Directory, "--effort", "low",
+                "--select", "majority", "--max-new-tokens", "8", "--json");
             Assert.True(piped == 0, pipedErr);
             using (var json = JsonDocument.Parse(pipedOut))
+            {
                 Assert.Equal(TestModel.Prompt(4), json.RootElement.GetProperty("request").GetProperty("prompt").GetString());
+                Assert.Equal("low", json.RootElement.GetProperty("request").GetProperty("effort").GetString());
+                Assert.Equal("majority", json.RootElement.GetProperty("selection").GetString());
+                Assert.Equal(2, json.RootElement.GetProperty("k").GetInt32());
+            }
         }
         finally { File.Delete(file); }
     }

@@ -32,7 +32,7 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
         while ((await client.GetReplicasAsync()).Count < 2 && DateTime.UtcNow < deadline) await Task.Delay(100);
         Assert.Equal(2, (await client.GetReplicasAsync()).Count);
 
-        string jobId = await client.SubmitAsync(new JobRequest { Prompt = TestModel.Prompt(7), K = 32, MaxNewTokens = 200, Temperature = 1.0, Seed = 7000 });
+        string jobId = await client.SubmitAsync(new JobRequest { Prompt = TestModel.Prompt(7), K = 32, Sampling = new() { MaxNewTokens = 200, Temperature = 1.0 }, Seed = 7000 });
         var coordinator = (await client.GetStatusAsync(jobId)).CoordinatorSilo;
         var victim = coordinator == a.Name ? b : a; // the job's candidates must complete elsewhere / on the victim before it leaves
         deadline = DateTime.UtcNow.AddSeconds(60);

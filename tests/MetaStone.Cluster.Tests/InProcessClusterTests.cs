@@ -55,7 +55,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
     public async Task HighEffortJobReturns32CandidatesTheSprmWinnerAndEngineIdenticalStepScores()
     {
         Assert.Equal(2, (await cluster.Client.GetReplicasAsync()).Count);
-        var request = new JobRequest { Prompt = TestModel.Prompt(), Effort = "high", MaxNewTokens = 160, Temperature = 2.0, TopP = 1.0, Seed = 1000 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(), Effort = ReasoningEffort.High, Sampling = new() { MaxNewTokens = 160, Temperature = 2.0, TopP = 1.0 }, Seed = 1000 };
         var clock = Stopwatch.StartNew();
         var result = await cluster.Client.RunAsync(request);
         output.WriteLine($"k=32 job in {clock.ElapsedMilliseconds} ms");
@@ -77,7 +77,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
         var trajectory = (await model.Engine.GenerateAsync(new GenerationRequest
         {
             PromptIds = prompt, Seeds = [winner.Seed], FirstCandidateIndex = winner.Index,
-            Sampling = new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, RepetitionPenalty = request.RepetitionPenalty, MaxNewTokens = request.MaxNewTokens },
+            Sampling = new SamplingOptions { Temperature = request.Sampling.Temperature, TopP = request.Sampling.TopP, RepetitionPenalty = request.Sampling.RepetitionPenalty, MaxNewTokens = request.Sampling.MaxNewTokens },
         })).Single();
         Assert.Equal(winner.Text, model.Describe(trajectory).Text);
         var reencoded = ReencodeScorer.Score(model.Model, model.Head!, model.StepRules, prompt, trajectory.ResponseIds);
@@ -89,7 +89,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
     [Fact]
     public async Task WatchStreamsStartedFinishedAndCompletedWithTheBestSoFar()
     {
-        var request = new JobRequest { Prompt = TestModel.Prompt(1), Effort = "medium", MaxNewTokens = 24, Seed = 5 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(1), Effort = ReasoningEffort.Medium, Sampling = new() { MaxNewTokens = 24 }, Seed = 5 };
         string jobId = await cluster.Client.SubmitAsync(request);
         var events = new List<ProgressEvent>();
         await foreach (var e in cluster.Client.WatchAsync(jobId)) events.Add(e);
@@ -105,7 +105,7 @@ public sealed class InProcessClusterTests(InProcessClusterFixture cluster, ITest
     [Fact]
     public async Task SameSeedGivesTheSameJobResult()
     {
-        var request = new JobRequest { Prompt = TestModel.Prompt(2), K = 4, MaxNewTokens = 16, Seed = 77 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(2), K = 4, Sampling = new() { MaxNewTokens = 16 }, Seed = 77 };
         var first = await cluster.Client.RunAsync(request);
         var second = await cluster.Client.RunAsync(request);
         Assert.Equal(first.Candidates.Select(c => c.Text), second.Candidates.Select(c => c.Text));

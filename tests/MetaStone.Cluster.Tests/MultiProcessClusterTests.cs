@@ -66,8 +66,8 @@ public sealed class ProcessClusterCollection : ICollectionFixture<ProcessCluster
 public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITestOutputHelper output)
 {
     /// <summary>Long enough (and batches small enough: 8 slots a silo) that a k = 32 job is still running when a silo is killed.</summary>
-    private static JobRequest LongHighEffortJob(int seed) =>
-        new() { Prompt = TestModel.Prompt(seed), Effort = "high", MaxNewTokens = 200, Temperature = 1.0, Seed = seed * 1000 };
+    private static JobRequest LongHighEffortJob(int seed, int maxNewTokens = 200) =>
+        new() { Prompt = TestModel.Prompt(seed), Effort = ReasoningEffort.High, Sampling = new() { MaxNewTokens = maxNewTokens, Temperature = 1.0 }, Seed = seed * 1000 };
 
     [Fact]
     public async Task KillingASiloDuringAHighEffortJobStillCompletesAll32CandidatesOnce()
@@ -164,7 +164,7 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
         {
             var clock = Stopwatch.StartNew();
             var jobs = Enumerable.Range(0, 20).Select(i => clients[i % 4].RunAsync(
-                new JobRequest { Prompt = TestModel.Prompt(i), Effort = i % 2 == 0 ? "low" : "medium", MaxNewTokens = 12, Seed = i })).ToList();
+                new JobRequest { Prompt = TestModel.Prompt(i), Effort = i % 2 == 0 ? ReasoningEffort.Low : ReasoningEffort.Medium, Sampling = new() { MaxNewTokens = 12 }, Seed = i })).ToList();
             var results = await Task.WhenAll(jobs);
             output.WriteLine($"20 jobs in {clock.ElapsedMilliseconds} ms");
             Assert.All(results.Select((r, i) => (r, i)), x => Assert.Equal(x.i % 2 == 0 ? 2 : 8, x.r.Candidates.Count));
@@ -180,7 +180,7 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
     public async Task ACancelledJobStopsItsCandidatesAndFreesItsReplicas()
     {
         await using var client = await cluster.ConnectedClientAsync();
-        string jobId = await client.SubmitAsync(LongHighEffortJob(3) with { MaxNewTokens = 240 });
+        string jobId = await client.SubmitAsync(LongHighEffortJob(3, maxNewTokens: 240));
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while ((await client.GetReplicasAsync()).Sum(r => r.Busy) == 0 && DateTime.UtcNow < deadline) await Task.Delay(20);
         Assert.True((await client.GetReplicasAsync()).Sum(r => r.Busy) > 0, "the job occupies replicas");
@@ -208,7 +208,7 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
     {
         string jobId;
         await using (var first = await cluster.ConnectedClientAsync())
-            jobId = await first.SubmitAsync(new JobRequest { Prompt = TestModel.Prompt(4), Effort = "medium", MaxNewTokens = 32, Seed = 4 });
+            jobId = await first.SubmitAsync(new JobRequest { Prompt = TestModel.Prompt(4), Effort = ReasoningEffort.Medium, Sampling = new() { MaxNewTokens = 32 }, Seed = 4 });
         await using var second = await cluster.ConnectedClientAsync();
         var result = await second.AwaitResultAsync(jobId);
         Assert.Equal(jobId, result.JobId);
@@ -220,11 +220,12 @@ public sealed class MultiProcessClusterTests(ProcessClusterFixture cluster, ITes
     public async Task BadRequestsGetClearErrorsAndNeverTakeASiloDown()
     {
         await using var client = await cluster.ConnectedClientAsync();
-        var ok = new JobRequest { Prompt = TestModel.Prompt(5), Effort = "low", MaxNewTokens = 8 };
+        var ok = new JobRequest { Prompt = TestModel.Prompt(5), Effort = ReasoningEffort.Low, Sampling = new() { MaxNewTokens = 8 } };
         Assert.Contains("prompt is empty", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Prompt = "  " }))).Message);
         Assert.Contains("k = 0", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { K = 0 }))).Message);
         Assert.Contains("k = 10000", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { K = 10_000 }))).Message);
-        Assert.Contains("unknown effort 'extreme'", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Effort = "extreme" }))).Message);
+        // Text never reaches the cluster (the CLI and the gateway parse it), but an undefined value can: the coordinator refuses it.
+        Assert.Contains("unknown effort '7'", (await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Effort = (ReasoningEffort)7 }))).Message);
         var tooLong = await Assert.ThrowsAsync<ArgumentException>(() => client.SubmitAsync(ok with { Prompt = string.Concat(Enumerable.Repeat("Compute 12 + 34 from left to right. ", 60)) }));
         Assert.Contains("longer than the model's context", tooLong.Message);
         var unknown = await Assert.ThrowsAsync<KeyNotFoundException>(() => client.GetStatusAsync("no-such-job"));

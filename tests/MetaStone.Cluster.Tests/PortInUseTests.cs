@@ -46,7 +46,7 @@ public sealed class PortInUseTests(ITestOutputHelper output)
 
         await using var client = await MetaStoneClient.ConnectAsync(new ClusterConnection(redis.ConnectionString, clusterId, clusterId));
         using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var result = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(3), Effort = "low", MaxNewTokens = 16, Seed = 3 }, patience.Token);
+        var result = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(3), Effort = ReasoningEffort.Low, Sampling = new() { MaxNewTokens = 16 }, Seed = 3 }, patience.Token);
         Assert.Equal(2, result.Candidates.Count);
     }
 }

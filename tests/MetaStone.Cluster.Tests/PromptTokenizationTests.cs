@@ -12,7 +12,7 @@ public sealed class PromptTokenizationTests
     public async Task A_jobs_candidates_share_one_tokenization_of_its_prompt()
     {
         using var engine = ReflectiveModelEngine.LoadFrom(TestModel.Directory, new ModelLoadOptions { MaxBatch = 4, MaxSequenceLength = 256 });
-        var request = new JobRequest { Prompt = TestModel.Prompt(1), K = 4, MaxNewTokens = 8 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(1), K = 4, Sampling = new() { MaxNewTokens = 8 } };
         engine.CheckPrompt(request);
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         var results = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => engine.GenerateAsync(new CandidateWork("job", i, i, request), deadline.Token)));

@@ -40,7 +40,7 @@ public sealed class RedisLossTests(ITestOutputHelper output)
         await using var second = await SiloProcess.StartAsync("loss-a", redis.ConnectionString, clusterId);
         await using var client = await MetaStoneClient.ConnectAsync(new ClusterConnection(redis.ConnectionString, clusterId, clusterId));
         using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var result = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(5), Effort = "low", MaxNewTokens = 16, Seed = 5 }, patience.Token);
+        var result = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(5), Effort = ReasoningEffort.Low, Sampling = new() { MaxNewTokens = 16 }, Seed = 5 }, patience.Token);
         Assert.Equal(2, result.Candidates.Count);
         Assert.False(second.HasExited);
     }

@@ -28,7 +28,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         while ((await client.GetReplicasAsync()).Count < 2 && DateTime.UtcNow < deadline) await Task.Delay(200);
 
         // Long enough that the job is still running across the outage: 32 candidates of up to 200 tokens, 8 slots a silo.
-        var request = new JobRequest { Prompt = TestModel.Prompt(11), Effort = "high", MaxNewTokens = 200, Temperature = 1.0, Seed = 11_000 };
+        var request = new JobRequest { Prompt = TestModel.Prompt(11), Effort = ReasoningEffort.High, Sampling = new() { MaxNewTokens = 200, Temperature = 1.0 }, Seed = 11_000 };
         string jobId = await client.SubmitAsync(request);
         using (var first = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
             while ((await client.GetStatusAsync(jobId, first.Token)).Finished < 1) await Task.Delay(100, first.Token);
@@ -60,7 +60,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
 
         // The cluster keeps serving after the outage.
         using var again = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var next = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(12), Effort = "low", MaxNewTokens = 16, Seed = 12 }, again.Token);
+        var next = await client.RunAsync(new JobRequest { Prompt = TestModel.Prompt(12), Effort = ReasoningEffort.Low, Sampling = new() { MaxNewTokens = 16 }, Seed = 12 }, again.Token);
         Assert.Equal(2, next.Candidates.Count);
     }
 

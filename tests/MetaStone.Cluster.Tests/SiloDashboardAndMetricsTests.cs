@@ -69,7 +69,7 @@ public sealed class SiloDashboardAndMetricsTests(ITestOutputHelper output) : IAs
 
         // k = 48 on 4 slots: 44 candidates wait while 4 decode, 12 rounds: seen in flight even when the shipped model answers
         // this question in a few dozen tokens (with k = 16 the job was over in under 0.8 s under a loaded full test run).
-        var request = new JobRequest { Prompt = "Reach 81 with 5, 16, 13 using + - * /, each number at most once.", K = Candidates, MaxNewTokens = 256, Temperature = 1.0, Seed = 11 };
+        var request = new JobRequest { Prompt = "Reach 81 with 5, 16, 13 using + - * /, each number at most once.", K = Candidates, Sampling = new() { MaxNewTokens = 256, Temperature = 1.0 }, Seed = 11 };
         string jobId = await _cluster.Client.SubmitAsync(request);
         await Assert.ThrowsAsync<ClusterBusyException>(() => _cluster.Client.SubmitAsync(request with { Seed = 12 })); // one job at a time: refused
 

@@ -30,7 +30,7 @@ public sealed class SweepClusterTests(ITestOutputHelper output)
         Budgets = budgets,
         SubsampleSeeds = 3,
         MaxConcurrentItems = concurrency,
-        MaxNewTokens = 160,
+        Sampling = new() { MaxNewTokens = 160 },
         Seed = 7,
     };
 

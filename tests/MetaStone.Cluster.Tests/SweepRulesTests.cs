@@ -22,6 +22,7 @@ public sealed class SweepRulesTests
     [InlineData("seeds", "subsampling seeds must be 1–1000 (got 0)")]
     [InlineData("top-p", "top-p must be in (0, 1] (got 1.5)")]
     [InlineData("infinite temperature", "temperature must be a finite number ≥ 0")]
+    [InlineData("fixed budget", "a sweep's budgets are its list of budgets")]
     public void BadRequestsNameTheProblem(string what, string message)
     {
         var bad = what switch
@@ -35,8 +36,9 @@ public sealed class SweepRulesTests
             "negative budget" => Valid with { Budgets = [-5] },
             "budget repeat" => Valid with { Budgets = [null, null] },
             "seeds" => Valid with { SubsampleSeeds = 0 },
-            "top-p" => Valid with { TopP = 1.5 },
-            "infinite temperature" => Valid with { Temperature = double.PositiveInfinity },
+            "top-p" => Valid with { Sampling = new() { TopP = 1.5 } },
+            "infinite temperature" => Valid with { Sampling = new() { Temperature = double.PositiveInfinity } },
+            "fixed budget" => Valid with { Sampling = new() { ThinkingBudget = 64 } },
             _ => throw new ArgumentOutOfRangeException(nameof(what)),
         };
         Assert.Contains(message, Assert.Throws<ArgumentException>(() => SweepRules.Validate(bad)).Message);
@@ -52,7 +54,9 @@ public sealed class SweepRulesTests
         Assert.Equal("sw/p0/b32", SweepRules.JobId("sw", Valid, 0));
         var job = SweepRules.JobOf(Valid, 3);
         Assert.Equal(4, job.K);
-        Assert.Null(job.ThinkingBudget);
+        Assert.Null(job.Sampling.ThinkingBudget);
+        Assert.Equal(32, SweepRules.JobOf(Valid, 0).Sampling.ThinkingBudget);
+        Assert.Equal(Valid.Sampling with { ThinkingBudget = 32 }, SweepRules.JobOf(Valid, 0).Sampling);
         Assert.Equal(Valid.Seed + 1000, job.Seed);
         Assert.Equal(job.Seed, SweepRules.JobOf(Valid, 2).Seed); // same problem, other budget: same seeds
     }

@@ -151,20 +151,6 @@ public sealed class SelectionTests
         Assert.Equal(1, CandidateSelection.SelectWinner(c, SelectionMethod.MajorityVote));
     }
 
-    [Theory]
-    [InlineData("low", 2)]
-    [InlineData("medium", 8)]
-    [InlineData("HIGH", 32)]
-    public void EffortModes(string effort, int k) => Assert.Equal(k, EffortMode.ResolveK(effort, null));
-
-    [Fact]
-    public void BadEffortAndKAreClearErrors()
-    {
-        Assert.Contains("unknown effort 'extreme'", Assert.Throws<ArgumentException>(() => EffortMode.ResolveK("extreme", null)).Message);
-        Assert.Throws<ArgumentOutOfRangeException>(() => EffortMode.ResolveK(null, 0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => EffortMode.ResolveK(null, 10_000));
-        Assert.Equal(5, EffortMode.ResolveK("high", 5));
-    }
 }
 
 public sealed class ScalingStatisticsTests

@@ -181,7 +181,7 @@ public static class GatewayBenchmark
     {
         var clock = Stopwatch.StartNew();
         // The same request the gateway builds from the HTTP body (sampling defaults included).
-        string id = await client.SubmitAsync(new JobRequest { Prompt = prompt, K = k, MaxNewTokens = maxTokens, Seed = seed }, cancellationToken: cancellationToken);
+        string id = await client.SubmitAsync(new JobRequest { Prompt = prompt, K = k, Sampling = new() { MaxNewTokens = maxTokens }, Seed = seed }, cancellationToken: cancellationToken);
         await client.AwaitResultAsync(id, cancellationToken);
         return clock.Elapsed.TotalSeconds;
     }

@@ -81,7 +81,7 @@ public static class ClusterBenchmark
                 {
                     log($"scaling: {n} simulated silo(s)…");
                     var (latency, throughput, last) = await MeasureClusterAsync(redis, n, i => SimulatedSilo(settings, i), settings.LatencyJobs, settings.ConcurrentJobs,
-                        new JobRequest { Prompt = Prompt, Effort = "high", MaxNewTokens = settings.TokensPerCandidate }, cancellationToken);
+                        new JobRequest { Prompt = Prompt, Effort = ReasoningEffort.High, Sampling = new() { MaxNewTokens = settings.TokensPerCandidate } }, cancellationToken);
                     // Speed-up relative to the first (smallest) count, scaled so one silo = 1.
                     double speedup = scaling.Count > 0 ? scaling[0].LatencyMs / latency * scaling[0].Silos : n;
                     scaling.Add(new ScalingPoint(n, latency, speedup, speedup / n, throughput,
@@ -99,7 +99,7 @@ public static class ClusterBenchmark
                     {
                         log($"real model: {n} silo(s)…");
                         var (latency, _, _) = await MeasureClusterAsync(redis, n, i => RealSilo(model, i), settings.LatencyJobs, 0,
-                            new JobRequest { Prompt = Prompt, Effort = "high", MaxNewTokens = settings.RealMaxNewTokens, Temperature = 1.0 }, cancellationToken);
+                            new JobRequest { Prompt = Prompt, Effort = ReasoningEffort.High, Sampling = new() { MaxNewTokens = settings.RealMaxNewTokens, Temperature = 1.0 } }, cancellationToken);
                         real.Add(new RealModelPoint(n, latency, real.Count > 0 ? real[0].LatencyMs / latency : 1));
                     }
                 }
@@ -137,7 +137,7 @@ public static class ClusterBenchmark
             SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
         }, logging => { }, cancellationToken);
         var client = MetaStoneClient.FromGrainFactory(host.Services.GetRequiredService<IClusterClient>());
-        var request = new JobRequest { Prompt = Prompt, K = 32, MaxNewTokens = 8 };
+        var request = new JobRequest { Prompt = Prompt, K = 32, Sampling = new() { MaxNewTokens = 8 } };
         for (int i = 0; i < 5; i++) await client.RunAsync(request with { Seed = i }, cancellationToken); // JIT and activation warm-up
         var times = new List<double>();
         for (int i = 0; i < settings.OverheadJobs; i++)

@@ -1,6 +1,9 @@
 using System.CommandLine;
+using System.Runtime.CompilerServices;
 using MetaStone.Client;
 using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
+using MetaStone.Reasoning;
 
 namespace MetaStone.Cli.Cluster;
 
@@ -56,37 +59,78 @@ public sealed class ClusterCliOptions
         Connection(parse) ?? throw new ArgumentException($"no cluster given: pass --cluster host:port (the cluster's Redis) or set {ClusterEnvironmentVariable}");
 }
 
-/// <summary>Options describing one job (ask and submit).</summary>
-public sealed class JobCliOptions
+/// <summary>
+/// The sampling options of every verb that generates (ask, submit, generate, sweep): one spelling and one set of defaults
+/// (<see cref="SamplingDefaults"/>) for the one sampling record, <see cref="SamplingSettings"/>. The thinking budget is not
+/// here: a job has one (<c>--budget</c>, in <see cref="JobCliOptions"/>), a sweep a list (<c>--budgets</c>).
+/// </summary>
+public sealed class SamplingCliOptions
 {
-    public Argument<string?> Prompt { get; } = new("prompt") { Description = "The question; - reads it from standard input.", Arity = ArgumentArity.ZeroOrOne };
-    public Option<string?> PromptFile { get; } = new("--prompt-file") { Description = "Read the question from this file (UTF-8) instead of the argument.", HelpName = "FILE" };
-    public Option<string?> Effort { get; } = new("--effort") { Description = "low | medium | high = k 2 / 8 / 32 (default medium).", HelpName = "low|medium|high" };
-    public Option<int?> K { get; } = new("--k") { Description = "Explicit number of candidates (1–256); overrides --effort." };
-    public Option<int?> Budget { get; } = new("--budget") { Description = "Thinking budget in tokens." };
+    private static readonly ConditionalWeakTable<Command, SamplingCliOptions> Added = new();
+
     public Option<int> MaxNewTokens { get; } = new("--max-new-tokens") { Description = "Limit on generated tokens per candidate (thinking + answer).", DefaultValueFactory = _ => SamplingDefaults.MaxNewTokens };
-    public Option<double> Temperature { get; } = new("--temperature") { DefaultValueFactory = _ => SamplingDefaults.Temperature };
-    public Option<string> Selection { get; } = new("--selection") { Description = "bon (SPRM Best-of-N) | majority | weighted.", DefaultValueFactory = _ => "bon" };
-    public Option<long> Seed { get; } = new("--seed") { Description = "Candidate i uses seed + i.", DefaultValueFactory = _ => 0 };
+    public Option<double> Temperature { get; } = new("--temperature") { Description = "Sampling temperature (0 = greedy).", DefaultValueFactory = _ => SamplingDefaults.Temperature };
+    public Option<double> TopP { get; } = new("--top-p") { Description = "Nucleus sampling mass, in (0, 1].", DefaultValueFactory = _ => SamplingDefaults.TopP };
+    public Option<double> RepetitionPenalty { get; } = new("--repetition-penalty") { Description = "HF-style repetition penalty (1 = off).", DefaultValueFactory = _ => SamplingDefaults.RepetitionPenalty };
 
     public void AddTo(Command command)
     {
-        // The spellings of `metastone generate` work here too (and this set's in generate): one vocabulary for every verb.
+        foreach (var option in new Option[] { MaxNewTokens, Temperature, TopP, RepetitionPenalty }) command.Add(option);
+        Added.AddOrUpdate(command, this);
+    }
+
+    /// <summary>The set a verb added (so tests can read what each verb parses); throws if the verb has none.</summary>
+    public static SamplingCliOptions Of(Command command) =>
+        Added.TryGetValue(command, out var options) ? options : throw new ArgumentException($"'{command.Name}' has no sampling options");
+
+    /// <summary>The sampling record the options describe (not yet checked: <see cref="JobRequestRules"/> does that).</summary>
+    public SamplingSettings Settings(ParseResult parse) => new()
+    {
+        MaxNewTokens = parse.GetValue(MaxNewTokens),
+        Temperature = parse.GetValue(Temperature),
+        TopP = parse.GetValue(TopP),
+        RepetitionPenalty = parse.GetValue(RepetitionPenalty),
+    };
+}
+
+/// <summary>Options describing one job: the one option set of ask, submit and generate (with <see cref="SamplingCliOptions"/>).</summary>
+public sealed class JobCliOptions
+{
+    private static readonly ConditionalWeakTable<Command, JobCliOptions> Added = new();
+
+    public Argument<string?> Prompt { get; } = new("prompt") { Description = "The question; - reads it from standard input.", Arity = ArgumentArity.ZeroOrOne };
+    public Option<string?> PromptFile { get; } = new("--prompt-file") { Description = "Read the question from this file (UTF-8) instead of the argument.", HelpName = "FILE" };
+    public Option<string?> Effort { get; } = new("--effort") { Description = "low | medium | high = k 2 / 8 / 32 (default medium).", HelpName = "low|medium|high" };
+    public Option<int?> K { get; } = new("--k") { Description = $"Explicit number of candidates ({EffortMode.MinK}–{EffortMode.MaxK}); overrides --effort." };
+    public Option<int?> Budget { get; } = new("--budget") { Description = "Thinking budget in tokens: then </think> is forced." };
+    public Option<string> Selection { get; } = new("--selection") { Description = "Winner selection: bon (SPRM Best-of-N) | majority | weighted.", DefaultValueFactory = _ => WinnerSelection.BestOfN.Name() };
+    public Option<long> Seed { get; } = new("--seed") { Description = "Candidate i uses seed + i.", DefaultValueFactory = _ => 0 };
+    public SamplingCliOptions Sampling { get; } = new();
+
+    public void AddTo(Command command)
+    {
+        // The old spellings (of `metastone generate`, and the other way round) keep working: one vocabulary for every verb.
         K.Aliases.Add("--n");
         Budget.Aliases.Add("--thinking-budget");
         Selection.Aliases.Add("--select");
         command.Add(Prompt);
-        foreach (var option in new Option[] { PromptFile, Effort, K, Budget, MaxNewTokens, Temperature, Selection, Seed }) command.Add(option);
+        foreach (var option in new Option[] { PromptFile, Effort, K, Budget, Selection, Seed }) command.Add(option);
+        Sampling.AddTo(command);
+        Added.AddOrUpdate(command, this);
     }
 
+    /// <summary>The set a verb added (so tests can read what each verb parses); throws if the verb has none.</summary>
+    public static JobCliOptions Of(Command command) =>
+        Added.TryGetValue(command, out var options) ? options : throw new ArgumentException($"'{command.Name}' has no job options");
+
     /// <summary>
-    /// The request the options describe, checked by the cluster's own rules (<see cref="MetaStone.Grains.Jobs.JobRequestRules"/>) before
+    /// The request the options describe, checked by the cluster's own rules (<see cref="JobRequestRules"/>) before
     /// anything starts: a bad effort or k is reported at once, not after an embedded silo took seconds to load.
     /// </summary>
     public JobRequest Request(ParseResult parse)
     {
         var request = Unchecked(parse);
-        MetaStone.Grains.Jobs.JobRequestRules.Validate(request);
+        JobRequestRules.Validate(request);
         return request;
     }
 
@@ -107,12 +151,10 @@ public sealed class JobCliOptions
     private JobRequest Unchecked(ParseResult parse) => new()
     {
         Prompt = ReadPrompt(parse),
-        Effort = parse.GetValue(Effort),
+        Effort = parse.GetValue(Effort) is { } effort ? RequestText.ParseEffort(effort) : null,
         K = parse.GetValue(K),
-        ThinkingBudget = parse.GetValue(Budget),
-        MaxNewTokens = parse.GetValue(MaxNewTokens),
-        Temperature = parse.GetValue(Temperature),
-        Selection = parse.GetValue(Selection)!,
+        Sampling = Sampling.Settings(parse) with { ThinkingBudget = parse.GetValue(Budget) },
+        Selection = RequestText.ParseSelection(parse.GetValue(Selection)!),
         Seed = parse.GetValue(Seed),
     };
 }

@@ -21,7 +21,7 @@ public static class JobReport
     {
         var winner = result.Winner;
         output.WriteLine($"answer: {winner.Answer ?? "(no boxed answer)"}");
-        output.WriteLine($"score:  {F(winner.Score)}  (candidate #{winner.Index} of {result.K}, selection {result.Selection}, {result.ElapsedSeconds:F2} s)");
+        output.WriteLine($"score:  {F(winner.Score)}  (candidate #{winner.Index} of {result.K}, selection {result.Selection.Name()}, {result.ElapsedSeconds:F2} s)");
         output.WriteLine();
         output.WriteLine("   #        seed   score  steps  tokens  finish    answer          replica");
         foreach (var c in result.Candidates)
@@ -29,7 +29,7 @@ public static class JobReport
             string mark = c.Index == result.WinnerIndex ? "*" : " ";
             string answer = c.Answer is null ? "-" : c.Answer.Length > 14 ? c.Answer[..13] + "…" : c.Answer;
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{mark}{c.Index,3} {c.Seed,11} {c.Score,7:F4} {c.StepScores.Length,6} {c.ResponseTokens,7}  {c.FinishReason,-8}  {answer,-14}  {c.Replica}"));
+                $"{mark}{c.Index,3} {c.Seed,11} {c.Score,7:F4} {c.StepScores.Length,6} {c.ResponseTokens,7}  {c.FinishReason.Name(),-8}  {answer,-14}  {c.Replica}"));
         }
         output.WriteLine();
         output.WriteLine("winner's text:");

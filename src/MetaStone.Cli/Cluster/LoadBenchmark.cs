@@ -65,8 +65,8 @@ public static class LoadBenchmark
                 var started = clock.Elapsed;
                 var request = new JobRequest
                 {
-                    Prompt = settings.Prompt(j), K = settings.K, ThinkingBudget = settings.ThinkingBudget, MaxNewTokens = settings.MaxNewTokens,
-                    Temperature = settings.Temperature, Seed = 1000L * j,
+                    Prompt = settings.Prompt(j), K = settings.K, Seed = 1000L * j,
+                    Sampling = new() { ThinkingBudget = settings.ThinkingBudget, MaxNewTokens = settings.MaxNewTokens, Temperature = settings.Temperature },
                 };
                 var outcome = await RunOneAsync(client, request, deadline.Token);
                 int done = Interlocked.Increment(ref ended);

@@ -24,7 +24,7 @@ internal static class BenchGatewayCommand
         var perClient = new Option<int>("--jobs-per-client") { Description = "Throughput: jobs each client runs one after another per round.", DefaultValueFactory = _ => 5 };
         var throughputK = new Option<int>("--throughput-k") { Description = "Throughput: candidates per job.", DefaultValueFactory = _ => 2 };
         var roundPairs = new Option<int>("--round-pairs") { Description = "Throughput: pairs of rounds, one streamed and one not, in alternating order.", DefaultValueFactory = _ => 6 };
-        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 256 };
+        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 256 }; // the benchmark's workload, not a sampling default
         var engine = new Option<string>("--engine")
         {
             Description = "Embedded silo's engine: model (the real one), or instant (made-up candidates at once: isolates the HTTP and orchestration cost).",

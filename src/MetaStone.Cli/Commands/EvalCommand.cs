@@ -19,6 +19,8 @@ public sealed class EvalCommand : ICliVerb
         var family = new Option<string>("--family") { Description = "Task family of the held-out problems: chain (what the shipped model is trained on), search or all.", DefaultValueFactory = _ => "chain" };
         var dataset = new Option<string?>("--dataset") { Description = "JSONL file of {prompt, answer} (default: the tiny task's test split)." };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 1 };
+        // A workload size, not a sampling default (the cluster verbs' 1024): eval generates k up to 32 for hundreds of problems
+        // on the local engine, so it keeps its own, shorter limit.
         var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 256 };
         var dump = new Option<string?>("--dump") { Description = "Also write every sample to this JSONL file: prompt, expected answer, candidate, score, correct, answer, text." };
         var json = JsonOutput.CreateOption();

@@ -3,6 +3,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using MetaStone.Cli.Cluster;
+using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
 using MetaStone.Model;
 using MetaStone.Model.Checkpoints;
 using MetaStone.Model.Generation;
@@ -12,7 +15,7 @@ using MetaStone.Reasoning;
 namespace MetaStone.Cli.Commands;
 
 /// <summary>
-/// <c>metastone generate "PROMPT" [--model DIR] [--n 8] …</c>: loads a reflective model, samples k candidate
+/// <c>metastone generate "PROMPT" [--model DIR] [--k 8] …</c>: loads a reflective model, samples k candidate
 /// trajectories that the SPRM head scores in flight, prints every candidate and the selected winner.
 /// </summary>
 public sealed class GenerateCommand : ICliVerb
@@ -28,63 +31,51 @@ public sealed class GenerateCommand : ICliVerb
 
     public static Command Create()
     {
-        var prompt = new Argument<string>("prompt") { Description = "The question; the model's chat template is applied to it." };
+        // The question, k / effort, budget, selection, seed and sampling: the option set of ask and submit (the chat template is applied to the question).
+        var job = new JobCliOptions();
         var model = new Option<string?>("--model")
         {
             Description = $"Model directory (config.json, model.safetensors, tokenizer.json, score_module.safetensors). Default: {ModelDirectoryResolver.DefaultModelRelativePath} in the repository.",
             HelpName = "DIR",
         };
-        var n = new Option<int>("--n") { Description = $"Candidate trajectories ({EffortMode.MinK}..{EffortMode.MaxK}).", DefaultValueFactory = _ => 8 };
-        var seed = new Option<long>("--seed") { Description = "Seed of candidate 0; candidate i uses seed + i.", DefaultValueFactory = _ => 0 };
-        var defaults = new SamplingOptions();
-        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy).", DefaultValueFactory = _ => defaults.Temperature };
-        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass, in (0, 1].", DefaultValueFactory = _ => defaults.TopP };
-        var topK = new Option<int>("--top-k") { Description = "Top-k cut (0 = off).", DefaultValueFactory = _ => defaults.TopK };
-        var repetitionPenalty = new Option<double>("--repetition-penalty") { Description = "HF-style repetition penalty (1 = off).", DefaultValueFactory = _ => defaults.RepetitionPenalty };
-        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Limit on generated tokens per candidate (thinking + answer).", DefaultValueFactory = _ => defaults.MaxNewTokens };
-        n.Aliases.Add("--k"); // the job verbs' spellings (ask, submit): one vocabulary for every verb
-        var thinkingBudget = new Option<int?>("--thinking-budget") { Description = "Tokens allowed inside <think>…</think>; then </think> is forced." };
+        // Only the local engine has these two (the cluster's sampling record does not).
+        var topK = new Option<int>("--top-k") { Description = "Top-k cut (0 = off).", DefaultValueFactory = _ => 0 };
         var answerBudget = new Option<int?>("--answer-budget") { Description = "Tokens allowed after </think>." };
         var dtype = new Option<string?>("--dtype") { Description = "fp32, bf16 or fp16 (default: the config's, fp32 on a CPU without fast bf16)." };
         var device = new Option<string>("--device") { Description = "cpu or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var template = new Option<string?>("--template") { Description = $"Chat template: {string.Join(", ", ChatTemplate.ValidNames)} (default: detected from the tokenizer)." };
-        var select = new Option<string>("--select") { Description = "Winner selection: bon (best SPRM score), majority, weighted.", DefaultValueFactory = _ => "bon" };
-        thinkingBudget.Aliases.Add("--budget");
-        select.Aliases.Add("--selection");
         var aggregate = new Option<string>("--aggregate") { Description = "Step scores → trajectory score: geomean, min, last, mean.", DefaultValueFactory = _ => "geomean" };
         var json = JsonOutput.CreateOption();
 
         var command = new Command("generate", "Sample k candidate answers, score their reasoning steps with the SPRM head, and print them with the winner.")
         {
-            prompt, model, n, seed, temperature, topP, topK, repetitionPenalty, maxNewTokens, thinkingBudget, answerBudget,
-            dtype, device, template, select, aggregate, json,
+            model, topK, answerBudget, dtype, device, template, aggregate, json,
         };
+        job.AddTo(command);
         command.SetAction(async (parseResult, cancellationToken) =>
         {
             var error = parseResult.InvocationConfiguration.Error;
             GenerateSettings settings;
             try
             {
+                JobRequest request;
+                try { request = job.Request(parseResult); }
+                catch (ArgumentException e) { throw new GenerateUsageException(e.Message); }
                 settings = new GenerateSettings
                 {
-                    Prompt = parseResult.GetValue(prompt) ?? "",
+                    Prompt = request.Prompt,
                     ModelDirectory = parseResult.GetValue(model),
-                    Candidates = parseResult.GetValue(n),
-                    Seed = parseResult.GetValue(seed),
-                    Sampling = new SamplingOptions
+                    Candidates = JobRequestRules.CandidateCount(request.Effort, request.K),
+                    Seed = request.Seed,
+                    Sampling = ModelMapping.ToSamplingOptions(request.Sampling) with
                     {
-                        Temperature = parseResult.GetValue(temperature),
-                        TopP = parseResult.GetValue(topP),
                         TopK = parseResult.GetValue(topK),
-                        RepetitionPenalty = parseResult.GetValue(repetitionPenalty),
-                        MaxNewTokens = parseResult.GetValue(maxNewTokens),
-                        ThinkingBudget = parseResult.GetValue(thinkingBudget),
                         AnswerBudget = parseResult.GetValue(answerBudget),
                     },
                     Dtype = parseResult.GetValue(dtype),
                     Device = parseResult.GetValue(device) ?? "cpu",
                     Template = parseResult.GetValue(template),
-                    Selection = ParseChoice(() => CandidateSelection.Parse(parseResult.GetValue(select) ?? "bon"), "--select"),
+                    Selection = ModelMapping.ToSelectionMethod(request.Selection),
                     Aggregation = ParseChoice(() => TrajectoryScore.Parse(parseResult.GetValue(aggregate) ?? "geomean"), "--aggregate"),
                 };
                 settings.Validate();
@@ -190,7 +181,7 @@ public sealed class GenerateCommand : ICliVerb
             var candidates = answer.Candidates.Select(c => new CandidateReport(
                 Index: c.Trajectory.CandidateIndex,
                 Seed: c.Trajectory.Seed,
-                FinishReason: c.Trajectory.FinishReason,
+                FinishReason: ModelMapping.ToFinishReason(c.Trajectory.FinishReason),
                 ThinkingTokens: c.Trajectory.ThinkingTokens,
                 AnswerTokens: c.Trajectory.AnswerTokens,
                 ResponseTokens: c.Trajectory.ResponseIds.Length,
@@ -206,7 +197,7 @@ public sealed class GenerateCommand : ICliVerb
                 Dtype: TorchSettings.DtypeName(reflective.Model.Dtype),
                 Device: settings.Device,
                 Template: reflective.Template.Name,
-                Selection: SelectionName(answer.Method),
+                Selection: ModelMapping.ToWinnerSelection(answer.Method),
                 Aggregation: AggregationName(settings.Aggregation),
                 Seed: settings.Seed,
                 Candidates: candidates,
@@ -229,14 +220,6 @@ public sealed class GenerateCommand : ICliVerb
         return flat.Length <= PreviewLength ? flat : flat[..PreviewLength] + "…";
     }
 
-    private static string SelectionName(SelectionMethod method) => method switch
-    {
-        SelectionMethod.SprmBestOfN => "bon",
-        SelectionMethod.MajorityVote => "majority",
-        SelectionMethod.SprmWeightedVote => "weighted",
-        _ => method.ToString(),
-    };
-
     private static string AggregationName(ScoreAggregation aggregation) => aggregation switch
     {
         ScoreAggregation.GeometricMean => "geomean",
@@ -247,12 +230,12 @@ public sealed class GenerateCommand : ICliVerb
     {
         var inv = CultureInfo.InvariantCulture;
         output.WriteLine($"model {report.Model} ({report.Dtype}, {report.Device}), template {report.Template}, prompt {report.PromptTokens} tokens");
-        output.WriteLine(string.Create(inv, $"{report.Candidates.Count} candidates, {report.GeneratedTokens} tokens in {report.GenerateSeconds:F1} s ({report.GeneratedTokens / Math.Max(report.GenerateSeconds, 1e-9):F1} tok/s; load {report.LoadSeconds:F1} s), selection {report.Selection}, score {report.Aggregation}"));
+        output.WriteLine(string.Create(inv, $"{report.Candidates.Count} candidates, {report.GeneratedTokens} tokens in {report.GenerateSeconds:F1} s ({report.GeneratedTokens / Math.Max(report.GenerateSeconds, 1e-9):F1} tok/s; load {report.LoadSeconds:F1} s), selection {report.Selection.Name()}, score {report.Aggregation}"));
         output.WriteLine();
         foreach (var c in report.Candidates)
         {
             output.WriteLine(string.Create(inv,
-                $"#{c.Index,-3} seed {c.Seed,-6} {c.FinishReason.ToString().ToLowerInvariant(),-9} think {c.ThinkingTokens,5} answer {c.AnswerTokens,5}  score {c.Score:F3}  answer {c.Answer ?? "-"}"));
+                $"#{c.Index,-3} seed {c.Seed,-6} {c.FinishReason.Name(),-9} think {c.ThinkingTokens,5} answer {c.AnswerTokens,5}  score {c.Score:F3}  answer {c.Answer ?? "-"}"));
             output.WriteLine($"     steps {FormatSteps(c.StepScores)}");
             output.WriteLine($"     {c.Preview}");
         }
@@ -294,7 +277,7 @@ public sealed record GenerateSettings
     {
         if (string.IsNullOrWhiteSpace(Prompt)) throw new GenerateUsageException("the prompt is empty");
         if (Candidates < EffortMode.MinK || Candidates > EffortMode.MaxK)
-            throw new GenerateUsageException($"--n must be between {EffortMode.MinK} and {EffortMode.MaxK}, got {Candidates}");
+            throw new GenerateUsageException($"k must be between {EffortMode.MinK} and {EffortMode.MaxK}, got {Candidates}");
         try { Sampling.Validate(); }
         catch (ArgumentOutOfRangeException e) { throw new GenerateUsageException(FirstLine(e.Message)); }
         if (Dtype is not null)
@@ -321,13 +304,13 @@ public sealed class GenerateUsageException(string message) : Exception(message);
 
 /// <summary>The <c>--json</c> document of <c>generate</c>.</summary>
 public sealed record GenerateReport(
-    string Model, string Prompt, int PromptTokens, string Dtype, string Device, string Template, string Selection, string Aggregation,
+    string Model, string Prompt, int PromptTokens, string Dtype, string Device, string Template, WinnerSelection Selection, string Aggregation,
     long Seed, IReadOnlyList<CandidateReport> Candidates, int WinnerIndex, WinnerReport Winner,
     double LoadSeconds, double GenerateSeconds, int GeneratedTokens);
 
 /// <summary>One candidate trajectory: how it ended, its step scores (sigmoid of the SPRM logits) and a text preview.</summary>
 public sealed record CandidateReport(
-    int Index, long Seed, FinishReason FinishReason, int ThinkingTokens, int AnswerTokens, int ResponseTokens,
+    int Index, long Seed, CandidateFinishReason FinishReason, int ThinkingTokens, int AnswerTokens, int ResponseTokens,
     IReadOnlyList<double> StepScores, double Score, string? Answer, string Preview);
 
 /// <summary>The selected candidate with its full text.</summary>

@@ -29,7 +29,8 @@ public sealed class SweepCommand : ICliVerb
         var seeds = new Option<int>("--seeds") { Description = "Subsampling seeds per smaller k.", DefaultValueFactory = _ => 5 };
         var concurrency = new Option<int>("--concurrency") { Description = "Items (problem × budget jobs of k_max candidates) running at once; 0 = enough to fill every replica's batch slots.", DefaultValueFactory = _ => 0 };
         var seed = new Option<long>("--seed") { Description = "Generation seed (problem i uses seed + 1000·i).", DefaultValueFactory = _ => 1 };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Token limit of each candidate (thinking + answer).", DefaultValueFactory = _ => MetaStone.Contracts.SamplingDefaults.MaxNewTokens };
+        // --max-new-tokens, --temperature, --top-p, --repetition-penalty: the sampling options of ask, submit and generate.
+        var sampling = new SamplingCliOptions();
         var id = new Option<string?>("--id") { Description = "Sweep id (default: derived from the settings, so re-running the same command resumes the same sweep)." };
         var watch = new Option<string?>("--watch") { Description = "Follow the sweep with this id (started earlier, maybe by another machine) and write its report when it ends." };
         var detach = new Option<bool>("--detach") { Description = "With --cluster: start the sweep, print its id and exit; it runs on in the cluster." };
@@ -44,8 +45,9 @@ public sealed class SweepCommand : ICliVerb
         var json = JsonOutput.CreateOption();
         var command = new Command("sweep", "Scaling-law sweep: accuracy of SPRM Best-of-N, majority vote, weighted vote, random pick and oracle vs total thinking compute, fitted as a + b·ln C; CSV, JSON and PNG plots.")
         {
-            dataset, problems, family, ks, budgets, seeds, concurrency, seed, maxNew, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
+            dataset, problems, family, ks, budgets, seeds, concurrency, seed, id, watch, detach, cancel, output, model, device, maxBatch, stateDir, reanalyse, json,
         };
+        sampling.AddTo(command);
         cluster.AddTo(command);
         command.SetAction((parse, ct) => ClusterVerb.RunAsync(parse, async () =>
         {
@@ -82,7 +84,7 @@ public sealed class SweepCommand : ICliVerb
             }
 
             var request = BuildRequest(parse.GetValue(dataset), parse.GetValue(problems), parse.GetValue(ks)!, parse.GetValue(budgets)!,
-                parse.GetValue(seeds), parse.GetValue(concurrency), parse.GetValue(seed), parse.GetValue(maxNew), parse.GetValue(family)!);
+                parse.GetValue(seeds), parse.GetValue(concurrency), parse.GetValue(seed), sampling.Settings(parse), parse.GetValue(family)!);
             string sweepId = parse.GetValue(id) ?? DefaultId(request);
             if (parse.GetValue(detach) && connection is null) throw new ArgumentException("--detach needs --cluster: an embedded sweep ends with this process");
 
@@ -160,8 +162,8 @@ public sealed class SweepCommand : ICliVerb
         return 0;
     }
 
-    public static SweepRequest BuildRequest(string? datasetFile, int? problemCount, string ks, string budgets, int seeds, int concurrency, long seed, int maxNewTokens,
-        string family = "chain")
+    public static SweepRequest BuildRequest(string? datasetFile, int? problemCount, string ks, string budgets, int seeds, int concurrency, long seed,
+        SamplingSettings sampling, string family = "chain")
     {
         if (problemCount is < 1) throw new ArgumentException($"--problems must be ≥ 1 (got {problemCount})");
         IReadOnlyList<TaskExample> rows;
@@ -180,7 +182,7 @@ public sealed class SweepCommand : ICliVerb
             SubsampleSeeds = seeds,
             MaxConcurrentItems = concurrency,
             Seed = seed,
-            MaxNewTokens = maxNewTokens,
+            Sampling = sampling,
             Description = datasetFile is null ? $"tiny task test split, {rows.Count} problems" : $"{Path.GetFileName(datasetFile)}, {rows.Count} problems",
         };
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using MetaStone.Contracts;
+using MetaStone.Grains.Jobs;
 using MetaStone.Model;
 using MetaStone.Model.Generation;
 
@@ -41,14 +42,7 @@ public sealed class ReflectiveModelEngine(ReflectiveModel model, string device) 
             PromptIds = Encode(work.Request.Prompt),
             Seeds = [work.Seed],
             FirstCandidateIndex = work.Index,
-            Sampling = new SamplingOptions
-            {
-                Temperature = work.Request.Temperature,
-                TopP = work.Request.TopP,
-                RepetitionPenalty = work.Request.RepetitionPenalty,
-                MaxNewTokens = work.Request.MaxNewTokens,
-                ThinkingBudget = work.Request.ThinkingBudget,
-            },
+            Sampling = ModelMapping.ToSamplingOptions(work.Request.Sampling),
         };
         var trajectories = await model.Engine.GenerateAsync(request, cancellationToken);
         var trajectory = trajectories.Single();
@@ -65,7 +59,7 @@ public sealed class ReflectiveModelEngine(ReflectiveModel model, string device) 
             AnswerTokens = trajectory.AnswerTokens,
             StepScores = trajectory.Steps.Select(s => s.Score).ToArray(),
             Score = described.Score,
-            FinishReason = trajectory.FinishReason.ToString().ToLowerInvariant(),
+            FinishReason = ModelMapping.ToFinishReason(trajectory.FinishReason),
             Replica = "",
             GenerationSeconds = clock.Elapsed.TotalSeconds,
         };

@@ -39,7 +39,7 @@ public sealed class SimulatedEngine(string device, TimeSpan stepLatency, TimeSpa
         Interlocked.Increment(ref _active);
         try
         {
-            int tokens = Math.Min(tokensPerCandidate, work.Request.MaxNewTokens);
+            int tokens = Math.Min(tokensPerCandidate, work.Request.Sampling.MaxNewTokens);
             if (stepLatency > TimeSpan.Zero || perSequenceCost > TimeSpan.Zero)
             {
                 // A batched decode step costs the fixed latency plus a share per live sequence; every sequence of the
@@ -62,7 +62,7 @@ public sealed class SimulatedEngine(string device, TimeSpan stepLatency, TimeSpa
                 AnswerTokens = 0,
                 StepScores = [score],
                 Score = score,
-                FinishReason = "length",
+                FinishReason = CandidateFinishReason.Length,
                 Replica = "",
                 GenerationSeconds = clock.Elapsed.TotalSeconds,
             };

@@ -31,6 +31,9 @@ public static class SweepRules
         if (request.MaxConcurrentItems is < 0 or > 4096) throw new ArgumentException($"concurrent items must be 0 (auto) to 4096 (got {request.MaxConcurrentItems})");
         // The sampling settings are those of the sweep's jobs, checked by the jobs' own rules: a sweep cannot accept what its jobs
         // would refuse (it used to accept temperature = ∞).
+        Jobs.JobRequestRules.ValidateSampling(request.Sampling);
+        if (request.Sampling.ThinkingBudget is int fixedBudget)
+            throw new ArgumentException($"the sampling settings give a thinking budget ({fixedBudget}); a sweep's budgets are its list of budgets (--budgets)");
         Jobs.JobRequestRules.Validate(JobOf(request, 0));
     }
 
@@ -53,12 +56,8 @@ public static class SweepRules
         {
             Prompt = request.Problems[problem].Prompt,
             K = request.KMax,
-            ThinkingBudget = request.Budgets[budget],
-            MaxNewTokens = request.MaxNewTokens,
-            Temperature = request.Temperature,
-            TopP = request.TopP,
-            RepetitionPenalty = request.RepetitionPenalty,
-            Selection = "bon",
+            Sampling = request.Sampling with { ThinkingBudget = request.Budgets[budget] },
+            Selection = WinnerSelection.BestOfN,
             Seed = request.Seed + 1000L * problem,
         };
     }
