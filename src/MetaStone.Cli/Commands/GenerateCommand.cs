@@ -47,11 +47,9 @@ public sealed class GenerateCommand : ICliVerb
         var aggregate = new Option<string>("--aggregate") { Description = "Step scores → trajectory score: geomean, min, last, mean.", DefaultValueFactory = _ => "geomean" };
         var json = JsonOutput.CreateOption();
 
-        var command = new Command("generate", "Sample k candidate answers, score their reasoning steps with the SPRM head, and print them with the winner.")
-        {
-            model, topK, answerBudget, dtype, device, template, aggregate, json,
-        };
+        var command = new Command("generate", "Sample k candidate answers, score their reasoning steps with the SPRM head, and print them with the winner.");
         job.AddTo(command);
+        foreach (var option in new Option[] { topK, answerBudget, model, dtype, device, template, aggregate, json }) command.Add(option);
         command.SetAction(async (parseResult, cancellationToken) =>
         {
             var error = parseResult.InvocationConfiguration.Error;
