@@ -102,6 +102,9 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
         Assert.Equal(4, body.GetProperty("metastone").GetProperty("k").GetInt32());
         Assert.Equal("majority", body.GetProperty("metastone").GetProperty("selection").GetString());
         Assert.Equal(4, body.GetProperty("metastone").GetProperty("candidates").GetArrayLength());
+        Assert.All(body.GetProperty("metastone").GetProperty("candidates").EnumerateArray(),
+            c => Assert.Contains(c.GetProperty("finish_reason").GetString(), new[] { "stop", "length" }));
+        Assert.Contains(body.GetProperty("choices")[0].GetProperty("finish_reason").GetString(), new[] { "stop", "length" });
     }
 
     [Fact]
@@ -119,7 +122,8 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
     }
 
     [Theory]
-    [InlineData("unknown effort", 400, "unknown effort 'extreme'")]
+    [InlineData("unknown effort", 400, "unknown effort 'extreme' (valid: low, medium, high)")]
+    [InlineData("unknown selection", 400, "unknown selection method 'best' (valid: bon, majority, weighted)")]
     [InlineData("n out of range", 400, "k = 0 is out of range")]
     [InlineData("wrong type", 400, "'temperature' must be a number")]
     [InlineData("unknown model", 404, "does not exist")]
@@ -131,6 +135,7 @@ public sealed class GatewayTests(GatewayFixture gateway, ITestOutputHelper outpu
         object body = what switch
         {
             "unknown effort" => new { model = gateway.ModelId, messages, reasoning_effort = "extreme" },
+            "unknown selection" => new { model = gateway.ModelId, messages, metastone = new { selection = "best" } },
             "n out of range" => new { model = gateway.ModelId, messages, n = 0 },
             "wrong type" => new { model = gateway.ModelId, messages, temperature = "hot" },
             "unknown model" => new { model = "gpt-9", messages },
