@@ -99,10 +99,6 @@ public sealed partial class CandidateGrain(
                 }
                 attempts.ReplicaLost(replica, e);
             }
-            finally
-            {
-                registry.ReleaseAsync(replica).Ignore(); // one-way: the replica's outstanding count for placement
-            }
         }
     }
 
