@@ -24,11 +24,13 @@ public sealed class MetaStoneClient : IAsyncDisposable
     public TimeSpan FailoverPatience { get; init; } = TimeSpan.FromMinutes(2);
 
     private readonly IGrainFactory _grains;
+    private readonly GrainReferences _references;
     private readonly IHost? _ownedHost;
 
     private MetaStoneClient(IGrainFactory grains, IHost? ownedHost)
     {
         _grains = grains;
+        _references = new GrainReferences(grains);
         _ownedHost = ownedHost;
     }
 
@@ -238,7 +240,7 @@ public sealed class MetaStoneClient : IAsyncDisposable
     private ICoordinatorGrain Coordinator(string jobId)
     {
         if (string.IsNullOrWhiteSpace(jobId)) throw new ArgumentException("the job id is empty");
-        return _grains.GetGrain<ICoordinatorGrain>(jobId);
+        return _references.Get<ICoordinatorGrain>(jobId);
     }
 
     private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)

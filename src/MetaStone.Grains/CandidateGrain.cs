@@ -20,7 +20,7 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed partial class CandidateGrain(
     IGrainContext grainContext, IPersistentStateFactory states,
-    RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
+    RedisOutagePolicy outage, DurabilityOptions durability, GrainReferences grains, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
     /// <summary>
     /// The idempotency record, only where it can be used (a cluster): created here rather than injected with
@@ -64,7 +64,7 @@ public sealed partial class CandidateGrain(
     {
         // Generated before (for a coordinator that died since, or an earlier call): take it rather than generate it again.
         if (_record?.Value.Result is { } stored && stored.Seed == work.Seed) return stored;
-        var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
+        var registry = grains.Get<IReplicaRegistryGrain>(0);
         var result = (work.CallerLost ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
             ?? await GenerateOnAReplicaAsync(registry, work, cancellationToken);
         if (_record is not null) await PersistAsync(_record, work, result);
@@ -88,7 +88,7 @@ public sealed partial class CandidateGrain(
             attempts.ReplicaPicked();
             try
             {
-                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempts.Attempt };
+                return await grains.Get<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempts.Attempt };
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested)
             {
@@ -120,7 +120,7 @@ public sealed partial class CandidateGrain(
         }
         var joins = await Task.WhenAll(replicas.Select(async replica =>
         {
-            try { return await GrainFactory.GetGrain<IReplicaGrain>(replica).JoinAsync(work, cancellationToken); }
+            try { return await grains.Get<IReplicaGrain>(replica).JoinAsync(work, cancellationToken); }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested) { return null; }
         }));
         return joins.FirstOrDefault(r => r is not null);

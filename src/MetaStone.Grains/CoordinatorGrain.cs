@@ -17,7 +17,8 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed partial class CoordinatorGrain(
     [PersistentState("job", StorageNames.Jobs)] IPersistentState<JobRecord> record,
-    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger)
+    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, GrainReferences grains,
+    ILogger<CoordinatorGrain> logger)
     : RecoverableRunGrain(durability, logger), ICoordinatorGrain
 {
     /// <summary>Calls of one candidate grain (each of which retries replicas itself) before the job fails.</summary>
@@ -49,7 +50,7 @@ public sealed partial class CoordinatorGrain(
         if (IsKnown) return Status(); // the same job submitted again (a client retry): idempotent
         var (k, selection) = JobRequestRules.Validate(request);
         await CheckPromptAsync(request);
-        var admissionGrain = GrainFactory.GetGrain<IAdmissionGrain>(0);
+        var admissionGrain = grains.Get<IAdmissionGrain>(0);
         if (!await admissionGrain.TryAdmitAsync(Id, admission.MaxRunningJobs))
         {
             // Nothing was stored: the client gets a clear "busy, retry" and this activation goes away.
@@ -148,13 +149,13 @@ public sealed partial class CoordinatorGrain(
 
     private async Task CheckPromptAsync(JobRequest request)
     {
-        var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
+        var registry = grains.Get<IReplicaRegistryGrain>(0);
         for (int attempt = 0; ; attempt++)
         {
             string replica = await registry.AnyReplicaAsync();
             try
             {
-                await GrainFactory.GetGrain<IReplicaGrain>(replica).CheckPromptAsync(request);
+                await grains.Get<IReplicaGrain>(replica).CheckPromptAsync(request);
                 return;
             }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && attempt < 5)
@@ -232,7 +233,7 @@ public sealed partial class CoordinatorGrain(
     private async Task EndAsync()
     {
         await _record.WriteAsync($"recording the end of job {Id}");
-        var admissionGrain = GrainFactory.GetGrain<IAdmissionGrain>(0);
+        var admissionGrain = grains.Get<IAdmissionGrain>(0);
         for (int attempt = 1; ; attempt++)
         {
             try
@@ -279,7 +280,7 @@ public sealed partial class CoordinatorGrain(
         Emit(ProgressKind.CandidateFinished, index, candidate.Score, candidate.Replica);
     }
 
-    private ICandidateGrain Candidate(int index) => GrainFactory.GetGrain<ICandidateGrain>($"{Id}/{index}");
+    private ICandidateGrain Candidate(int index) => grains.Get<ICandidateGrain>($"{Id}/{index}");
 
     private (int? Index, double? Score) Best()
     {
