@@ -243,20 +243,14 @@ public sealed class MetaStoneClient : IAsyncDisposable
         return _references.Get<ICoordinatorGrain>(jobId);
     }
 
-    private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
-    {
-        var deadline = DateTime.UtcNow + FailoverPatience;
-        for (int attempt = 1; ; attempt++)
-        {
-            try { return await call(); }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
-            {
-                // The silo holding the coordinator died: once it is declared dead the next call re-activates the
-                // coordinator elsewhere, which resumes the job from its record.
-                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 200 * attempt)), cancellationToken);
-            }
-        }
-    }
+    private RetryPolicy? _retry;
+
+    /// <summary>
+    /// The silo holding the coordinator died: once it is declared dead the next call re-activates the coordinator
+    /// elsewhere, which resumes the job from its record (<see cref="ClusterRetries.ClientCall"/> with <see cref="FailoverPatience"/>).
+    /// </summary>
+    private Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
+        (_retry ??= new RetryPolicy(ClusterRetries.ClientCall with { Patience = FailoverPatience })).ExecuteAsync((_, _) => call(), cancellationToken);
 
     public async ValueTask DisposeAsync()
     {

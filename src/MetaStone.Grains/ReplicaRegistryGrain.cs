@@ -143,17 +143,22 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
 public static class ReplicaRegistryExtensions
 {
     /// <summary>
-    /// A live replica chosen at random, waiting 250 ms between looks while none is registered (a cluster that is still
-    /// starting); after <paramref name="attempts"/> looks it fails naming the problem.
+    /// A live replica chosen at random, looking again while none is registered (a cluster that is still starting) as
+    /// <paramref name="patience"/> allows (<see cref="ClusterRetries.ReplicaListed"/> by default); then it fails naming the problem.
     /// </summary>
-    public static async Task<string> AnyReplicaAsync(this IReplicaRegistryGrain registry, int attempts = 20)
+    public static async Task<string> AnyReplicaAsync(this IReplicaRegistryGrain registry, RetryPolicy? patience = null)
     {
-        for (int attempt = 0; ; attempt++)
+        try
         {
-            var replicas = await registry.ListAsync();
-            if (replicas.Count > 0) return replicas[Random.Shared.Next(replicas.Count)].Replica;
-            if (attempt >= attempts) throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
-            await Task.Delay(250);
+            return await (patience ?? ClusterRetries.ReplicaListed).ExecuteAsync(async (_, _) =>
+            {
+                var replicas = await registry.ListAsync();
+                return replicas.Count > 0 ? replicas[Random.Shared.Next(replicas.Count)].Replica : throw new NoReplicaOfferedException();
+            });
+        }
+        catch (NoReplicaOfferedException)
+        {
+            throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
         }
     }
 }
