@@ -1,4 +1,4 @@
-using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
 using Polly;
 using Polly.Retry;
 
@@ -127,16 +127,31 @@ public sealed class RetryPolicy
     /// failure the budget does not retry, or the budget is spent; then its last failure is thrown as it was.
     /// <paramref name="onRetry"/> runs after a retried failure, before the delay (to log, or to change what the next attempt asks).
     /// </summary>
+    /// <remarks>
+    /// The first attempt runs outside the pipeline: nearly every call succeeds at once, and a k = 32 job makes about 100
+    /// of these calls (profiled in the embedded mode: running them all through Polly cost 4 % of the job's CPU). A first
+    /// failure that may be retried enters the pipeline as its first attempt, replayed, so attempts, delays and patience are
+    /// counted exactly as if the pipeline had made that call.
+    /// </remarks>
     public async Task<T> ExecuteAsync<T>(Func<int, CancellationToken, Task<T>> call, CancellationToken cancellationToken = default,
         Func<RetryAttempt, ValueTask>? onRetry = null)
     {
+        long started = _time.GetTimestamp();
+        ExceptionDispatchInfo firstFailure;
+        try { return await call(1, cancellationToken); }
+        catch (Exception e) when (Budget.MaxAttempts > 1 && Budget.Handles(e) && !cancellationToken.IsCancellationRequested)
+        {
+            firstFailure = ExceptionDispatchInfo.Capture(e);
+        }
         var context = ResilienceContextPool.Shared.Get(Budget.Name, continueOnCapturedContext: true, cancellationToken);
         context.Properties.Set(OnRetryKey, onRetry);
-        context.Properties.Set(StartedKey, _time.GetTimestamp());
+        context.Properties.Set(StartedKey, started);
         try
         {
-            var state = new CallState<T>(call);
-            return await _pipeline.ExecuteAsync(static (ctx, s) => new ValueTask<T>(s.Call(++s.Attempt, ctx.CancellationToken)), context, state);
+            var state = new CallState<T>(call, firstFailure);
+            return await _pipeline.ExecuteAsync(static (ctx, s) => ++s.Attempt == 1
+                ? ValueTask.FromException<T>(s.FirstFailure.SourceException)
+                : new ValueTask<T>(s.Call(s.Attempt, ctx.CancellationToken)), context, state);
         }
         finally
         {
@@ -148,9 +163,10 @@ public sealed class RetryPolicy
         Func<RetryAttempt, ValueTask>? onRetry = null) =>
         ExecuteAsync(async (attempt, token) => { await call(attempt, token); return true; }, cancellationToken, onRetry);
 
-    private sealed class CallState<T>(Func<int, CancellationToken, Task<T>> call)
+    private sealed class CallState<T>(Func<int, CancellationToken, Task<T>> call, ExceptionDispatchInfo firstFailure)
     {
         public Func<int, CancellationToken, Task<T>> Call { get; } = call;
+        public ExceptionDispatchInfo FirstFailure { get; } = firstFailure;
         public int Attempt;
     }
 }
