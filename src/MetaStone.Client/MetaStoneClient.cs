@@ -24,11 +24,13 @@ public sealed class MetaStoneClient : IAsyncDisposable
     public TimeSpan FailoverPatience { get; init; } = TimeSpan.FromMinutes(2);
 
     private readonly IGrainFactory _grains;
+    private readonly GrainReferences _references;
     private readonly IHost? _ownedHost;
 
     private MetaStoneClient(IGrainFactory grains, IHost? ownedHost)
     {
         _grains = grains;
+        _references = new GrainReferences(grains);
         _ownedHost = ownedHost;
     }
 
@@ -238,23 +240,17 @@ public sealed class MetaStoneClient : IAsyncDisposable
     private ICoordinatorGrain Coordinator(string jobId)
     {
         if (string.IsNullOrWhiteSpace(jobId)) throw new ArgumentException("the job id is empty");
-        return _grains.GetGrain<ICoordinatorGrain>(jobId);
+        return _references.Get<ICoordinatorGrain>(jobId);
     }
 
-    private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
-    {
-        var deadline = DateTime.UtcNow + FailoverPatience;
-        for (int attempt = 1; ; attempt++)
-        {
-            try { return await call(); }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
-            {
-                // The silo holding the coordinator died: once it is declared dead the next call re-activates the
-                // coordinator elsewhere, which resumes the job from its record.
-                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 200 * attempt)), cancellationToken);
-            }
-        }
-    }
+    private RetryPolicy? _retry;
+
+    /// <summary>
+    /// The silo holding the coordinator died: once it is declared dead the next call re-activates the coordinator
+    /// elsewhere, which resumes the job from its record (<see cref="ClusterRetries.ClientCall"/> with <see cref="FailoverPatience"/>).
+    /// </summary>
+    private Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
+        (_retry ??= new RetryPolicy(ClusterRetries.ClientCall with { Patience = FailoverPatience })).ExecuteAsync((_, _) => call(), cancellationToken);
 
     public async ValueTask DisposeAsync()
     {

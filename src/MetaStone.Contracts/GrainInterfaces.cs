@@ -92,14 +92,11 @@ public interface IReplicaRegistryGrain : IGrainWithIntegerKey
 
     /// <summary>
     /// Chooses a live replica not in <paramref name="exclude"/> by load for one candidate and counts the candidate as
-    /// outstanding there until <see cref="ReleaseAsync"/>; null when no replica is live.
+    /// outstanding there until the replica's heartbeat reports it ended (<see cref="ReplicaLoad.CandidatesEnded"/>): the
+    /// one registry call of a candidate. Null when no replica is live.
     /// </summary>
     [Alias("Pick")]
     Task<string?> PickAsync(IReadOnlyList<string> exclude);
-
-    /// <summary>The candidate placed by <see cref="PickAsync"/> on <paramref name="replica"/> has finished or failed there.</summary>
-    [Alias("Release"), OneWay]
-    Task ReleaseAsync(string replica);
 
     [Alias("List")]
     Task<IReadOnlyList<ReplicaLoad>> ListAsync();

@@ -151,6 +151,12 @@ public sealed record ReplicaLoad
     [Id(4)] public double TokensPerSecond { get; init; }
     [Id(5)] public long GeneratedTokens { get; init; }
     [Id(6)] public required int ContextLength { get; init; }
+    /// <summary>
+    /// Candidate calls this replica has ended (returned, failed or cancelled) since its silo started, a running count: the
+    /// registry subtracts what ended since the last heartbeat from the candidates it placed here, so a candidate costs one
+    /// registry call (the pick) instead of a pick and a release. Cumulative, so a lost heartbeat loses no release.
+    /// </summary>
+    [Id(7)] public long CandidatesEnded { get; init; }
     /// <summary>Sequences this replica is busy with: what load-aware placement compares.</summary>
     public int Busy => ActiveSequences + QueuedSequences;
 }

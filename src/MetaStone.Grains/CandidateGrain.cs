@@ -20,7 +20,7 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed partial class CandidateGrain(
     IGrainContext grainContext, IPersistentStateFactory states,
-    RedisOutagePolicy outage, DurabilityOptions durability, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
+    RedisOutagePolicy outage, DurabilityOptions durability, GrainReferences grains, ILogger<CandidateGrain> logger) : Grain, ICandidateGrain
 {
     /// <summary>
     /// The idempotency record, only where it can be used (a cluster): created here rather than injected with
@@ -64,7 +64,7 @@ public sealed partial class CandidateGrain(
     {
         // Generated before (for a coordinator that died since, or an earlier call): take it rather than generate it again.
         if (_record?.Value.Result is { } stored && stored.Seed == work.Seed) return stored;
-        var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
+        var registry = grains.Get<IReplicaRegistryGrain>(0);
         var result = (work.CallerLost ? await JoinOrphanAsync(registry, work, cancellationToken) : null)
             ?? await GenerateOnAReplicaAsync(registry, work, cancellationToken);
         if (_record is not null) await PersistAsync(_record, work, result);
@@ -73,36 +73,48 @@ public sealed partial class CandidateGrain(
 
     private async Task<CandidateResult> GenerateOnAReplicaAsync(IReplicaRegistryGrain registry, CandidateWork work, CancellationToken cancellationToken)
     {
-        var attempts = new CandidateAttempts(work.JobId, work.Index, TimeProvider.System);
-        while (true)
+        var attempts = new CandidateAttempts(work.JobId, work.Index);
+        return await ClusterRetries.CandidateReplica.ExecuteAsync(async (_, token) =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            string? replica;
-            try { replica = await registry.PickAsync(attempts.Excluded); }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { replica = null; } // the registry's silo died: it re-activates elsewhere
-            if (replica is null)
-            {
-                await Task.Delay(attempts.NoReplicaAvailable(), cancellationToken);
-                continue;
-            }
-            attempts.ReplicaPicked();
+            string replica = await PickReplicaAsync(registry, attempts, token);
             try
             {
-                return await GrainFactory.GetGrain<IReplicaGrain>(replica).GenerateAsync(work, cancellationToken) with { Attempts = attempts.Attempt };
+                return await grains.Get<IReplicaGrain>(replica).GenerateAsync(work, token) with { Attempts = attempts.Attempt };
             }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !token.IsCancellationRequested)
             {
                 LogReplicaLost(logger, work.Index, work.JobId, replica, e.GetType().Name, work.Seed);
                 if (e is Orleans.Runtime.SiloUnavailableException)
                 {
                     try { await registry.ForgetAsync(replica); } catch (Exception f) when (ClusterFaults.IsSiloLoss(f)) { }
                 }
-                attempts.ReplicaLost(replica, e);
+                attempts.ReplicaLost(replica, e); // the last replica's loss fails the candidate: not a silo loss, so not retried
+                throw;
             }
-            finally
+        }, cancellationToken);
+    }
+
+    /// <summary>A replica from the registry, avoiding those that failed this candidate, waiting while it has none to offer.</summary>
+    private static async Task<string> PickReplicaAsync(IReplicaRegistryGrain registry, CandidateAttempts attempts, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ClusterRetries.ReplicaOffer.ExecuteAsync(async (_, token) =>
             {
-                registry.ReleaseAsync(replica).Ignore(); // one-way: the replica's outstanding count for placement
-            }
+                token.ThrowIfCancellationRequested();
+                string? replica;
+                try { replica = await registry.PickAsync(attempts.Excluded); }
+                catch (Exception e) when (ClusterFaults.IsSiloLoss(e)) { replica = null; } // the registry's silo died: it re-activates elsewhere
+                return replica ?? throw new NoReplicaOfferedException();
+            }, cancellationToken, onRetry: _ =>
+            {
+                attempts.NoReplicaOffered();
+                return ValueTask.CompletedTask;
+            });
+        }
+        catch (NoReplicaOfferedException)
+        {
+            throw attempts.NoReplicaFailure(ClusterRetries.ReplicaOffer.Budget.Patience!.Value);
         }
     }
 
@@ -124,7 +136,7 @@ public sealed partial class CandidateGrain(
         }
         var joins = await Task.WhenAll(replicas.Select(async replica =>
         {
-            try { return await GrainFactory.GetGrain<IReplicaGrain>(replica).JoinAsync(work, cancellationToken); }
+            try { return await grains.Get<IReplicaGrain>(replica).JoinAsync(work, cancellationToken); }
             catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested) { return null; }
         }));
         return joins.FirstOrDefault(r => r is not null);

@@ -17,12 +17,10 @@ namespace MetaStone.Grains;
 [Reentrant]
 public sealed partial class CoordinatorGrain(
     [PersistentState("job", StorageNames.Jobs)] IPersistentState<JobRecord> record,
-    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, ILogger<CoordinatorGrain> logger)
+    RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, AdmissionOptions admission, GrainReferences grains,
+    ILogger<CoordinatorGrain> logger)
     : RecoverableRunGrain(durability, logger), ICoordinatorGrain
 {
-    /// <summary>Calls of one candidate grain (each of which retries replicas itself) before the job fails.</summary>
-    public const int CandidateCallAttempts = 5;
-
     private readonly DurableState<JobRecord> _record = new(record, outage);
     private readonly string _runId = Guid.NewGuid().ToString("N");
     private readonly List<ProgressEvent> _events = [];
@@ -49,7 +47,7 @@ public sealed partial class CoordinatorGrain(
         if (IsKnown) return Status(); // the same job submitted again (a client retry): idempotent
         var (k, selection) = JobRequestRules.Validate(request);
         await CheckPromptAsync(request);
-        var admissionGrain = GrainFactory.GetGrain<IAdmissionGrain>(0);
+        var admissionGrain = grains.Get<IAdmissionGrain>(0);
         if (!await admissionGrain.TryAdmitAsync(Id, admission.MaxRunningJobs))
         {
             // Nothing was stored: the client gets a clear "busy, retry" and this activation goes away.
@@ -148,20 +146,19 @@ public sealed partial class CoordinatorGrain(
 
     private async Task CheckPromptAsync(JobRequest request)
     {
-        var registry = GrainFactory.GetGrain<IReplicaRegistryGrain>(0);
-        for (int attempt = 0; ; attempt++)
+        var registry = grains.Get<IReplicaRegistryGrain>(0);
+        string? checking = null;
+        await ClusterRetries.PromptCheck.ExecuteAsync(async (_, _) =>
         {
+            checking = null;
             string replica = await registry.AnyReplicaAsync();
-            try
-            {
-                await GrainFactory.GetGrain<IReplicaGrain>(replica).CheckPromptAsync(request);
-                return;
-            }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && attempt < 5)
-            {
-                await registry.ForgetAsync(replica);
-            }
-        }
+            checking = replica;
+            return await grains.Get<IReplicaGrain>(replica).CheckPromptAsync(request);
+        }, onRetry: async _ =>
+        {
+            // The replica's silo is gone: forgotten, so the next look offers another (a registry lost mid-look is just asked again).
+            if (checking is not null) await registry.ForgetAsync(checking);
+        });
     }
 
     protected override async Task RunAsync()
@@ -232,24 +229,12 @@ public sealed partial class CoordinatorGrain(
     private async Task EndAsync()
     {
         await _record.WriteAsync($"recording the end of job {Id}");
-        var admissionGrain = GrainFactory.GetGrain<IAdmissionGrain>(0);
-        for (int attempt = 1; ; attempt++)
+        var admissionGrain = grains.Get<IAdmissionGrain>(0);
+        try { await ClusterRetries.AdmissionRelease.ExecuteAsync((_, _) => admissionGrain.ReleaseAsync(Id)); }
+        catch (Exception e)
         {
-            try
-            {
-                await admissionGrain.ReleaseAsync(Id);
-                return;
-            }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && attempt < 5)
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(200 * attempt));
-            }
-            catch (Exception e)
-            {
-                // Admission control finds ended jobs itself (AdmissionGrain.ReconcilePeriod).
-                LogReleasingAdmissionFailed(logger, Id, e.Message);
-                return;
-            }
+            // Admission control finds ended jobs itself (AdmissionGrain.ReconcilePeriod).
+            LogReleasingAdmissionFailed(logger, Id, e.Message);
         }
     }
 
@@ -257,29 +242,21 @@ public sealed partial class CoordinatorGrain(
     {
         Emit(ProgressKind.CandidateStarted, index);
         var work = new CandidateWork(Id, index, Job.Request!.Seed + index, Job.Request) { CallerLost = Job.Runs > 1 };
-        CandidateResult candidate;
-        for (int attempt = 1; ; attempt++)
-        {
-            try
-            {
-                candidate = await Candidate(index).GenerateAsync(work, cancellationToken);
-                break;
-            }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested && attempt < CandidateCallAttempts)
+        var candidate = await ClusterRetries.CandidateCall.ExecuteAsync((_, token) => Candidate(index).GenerateAsync(work, token), cancellationToken,
+            onRetry: lost =>
             {
                 // The candidate grain's silo died: the next call activates it on a survivor, same seed, and that activation
                 // looks for the generation the lost one had started on a replica (measured: without this, the two survivors
                 // of a kill generated 9 candidates of a 32-candidate job twice).
-                LogCandidateLost(logger, Id, index, e.GetType().Name);
+                LogCandidateLost(logger, Id, index, lost.Failure.GetType().Name);
                 work = work with { CallerLost = true };
-                await Task.Delay(TimeSpan.FromMilliseconds(200 * attempt), cancellationToken);
-            }
-        }
+                return ValueTask.CompletedTask;
+            });
         if (!IsRunning || !_candidates.TryAdd(index, candidate)) return;
         Emit(ProgressKind.CandidateFinished, index, candidate.Score, candidate.Replica);
     }
 
-    private ICandidateGrain Candidate(int index) => GrainFactory.GetGrain<ICandidateGrain>($"{Id}/{index}");
+    private ICandidateGrain Candidate(int index) => grains.Get<ICandidateGrain>($"{Id}/{index}");
 
     private (int? Index, double? Score) Best()
     {

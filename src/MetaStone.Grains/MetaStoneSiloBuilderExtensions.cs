@@ -33,6 +33,7 @@ public static class MetaStoneSiloBuilderExtensions
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloDrain>());
         silo.Services.AddPlacementDirector<ReplicaPlacementStrategy, ReplicaPlacementDirector>();
         silo.Services.AddSingleton<Engines.ReplicaWork>();
+        silo.Services.AddSingleton<MetaStone.Contracts.GrainReferences>();
         silo.Services.AddSingleton<ReplicaHeartbeat>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<ReplicaHeartbeat>());
         // Runs of a dead silo resume from their persisted records when their recovery reminder next ticks (every 5 s,

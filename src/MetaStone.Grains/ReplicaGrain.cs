@@ -27,12 +27,20 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ReplicaWork wor
         return Task.CompletedTask;
     }
 
-    public Task<CandidateResult> GenerateAsync(CandidateWork candidate, CancellationToken cancellationToken)
+    public async Task<CandidateResult> GenerateAsync(CandidateWork candidate, CancellationToken cancellationToken)
     {
         string replica = this.GetPrimaryKeyString();
-        // A candidate this replica has in flight or finished lately is joined even while draining: no new work.
-        return work.Find(replica, candidate, drain.Draining ? null : Engine, cancellationToken)
-            ?? throw new ReplicaDrainingException($"replica {replica} is stopping and takes no new candidates");
+        try
+        {
+            // A candidate this replica has in flight or finished lately is joined even while draining: no new work.
+            return await (work.Find(replica, candidate, drain.Draining ? null : Engine, cancellationToken)
+                ?? throw new ReplicaDrainingException($"replica {replica} is stopping and takes no new candidates"));
+        }
+        finally
+        {
+            // Every call was placed by one registry pick: the next heartbeat releases it there (no call of its own).
+            work.CallEnded(replica);
+        }
     }
 
     public async Task<CandidateResult?> JoinAsync(CandidateWork candidate, CancellationToken cancellationToken) =>
@@ -42,9 +50,9 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ReplicaWork wor
 
     public Task<ModelInfo> DescribeModelAsync() => Task.FromResult(Engine.Model);
 
-    public Task<ReplicaLoad> GetLoadAsync() => Task.FromResult(LoadOf(this.GetPrimaryKeyString(), Engine));
+    public Task<ReplicaLoad> GetLoadAsync() => Task.FromResult(LoadOf(this.GetPrimaryKeyString(), Engine, work));
 
-    public static ReplicaLoad LoadOf(string replica, ICandidateEngine engine)
+    public static ReplicaLoad LoadOf(string replica, ICandidateEngine engine, ReplicaWork work)
     {
         var load = engine.Load;
         return new ReplicaLoad
@@ -56,6 +64,7 @@ public sealed partial class ReplicaGrain(ReplicaEngines engines, ReplicaWork wor
             TokensPerSecond = load.TokensPerSecond,
             GeneratedTokens = load.GeneratedTokens,
             ContextLength = engine.ContextLength,
+            CandidatesEnded = work.CallsEnded(replica),
         };
     }
 

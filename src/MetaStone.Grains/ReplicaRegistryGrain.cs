@@ -38,8 +38,6 @@ public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grai
 
     public Task<string?> PickAsync(IReadOnlyList<string> exclude) => Task.FromResult(_table.Pick(exclude));
 
-    public Task ReleaseAsync(string replica) { _table.Release(replica); return Task.CompletedTask; }
-
     public Task<IReadOnlyList<ReplicaLoad>> ListAsync() => Task.FromResult(_table.List());
 
     public Task ForgetAsync(string replica) { _table.Forget(replica); return Task.CompletedTask; }
@@ -49,6 +47,14 @@ public sealed class ReplicaRegistryGrain(ReplicaPlacementOptions options) : Grai
 /// The replica table behind the registry: reported loads, candidates placed and not yet released, liveness, and the choice
 /// of a replica for the next candidate. Not thread-safe: the registry grain calls it one message at a time.
 /// </summary>
+/// <remarks>
+/// A placement is released by the replica's heartbeat, not by a call of the candidate: each report carries the replica's
+/// running count of ended candidate calls (<see cref="ReplicaLoad.CandidatesEnded"/>), and what ended since the previous
+/// report is subtracted from the outstanding count. So a candidate costs one registry call (its pick), and a finished
+/// candidate's place is freed up to one heartbeat (0.5 s) later instead of at once. That lag does not change the spread of a
+/// burst (a burst's picks are counted at once, as before) and only delays the freeing of places by candidates that ended
+/// on a replica; a count lost with a dead silo is still reconciled with the reported load.
+/// </remarks>
 public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clock, Random random)
 {
     public static readonly TimeSpan LivenessWindow = TimeSpan.FromSeconds(3);
@@ -64,6 +70,8 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
         /// which lags by up to a heartbeat (a burst of k picks happens within milliseconds).</summary>
         public int Outstanding { get; set; }
         public DateTimeOffset LastPickAt { get; set; }
+        /// <summary>The replica's <see cref="ReplicaLoad.CandidatesEnded"/> at its previous report.</summary>
+        public long EndedAtLastReport { get; set; } = load.CandidatesEnded;
     }
 
     private readonly Dictionary<string, Entry> _replicas = [];
@@ -78,6 +86,11 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
         {
             if (_replicas.TryGetValue(load.Replica, out var entry))
             {
+                // Placements ended since the last report are released. A count that went back is a restarted silo of the
+                // same name: its count starts afresh, and what it had outstanding is reconciled below.
+                long ended = load.CandidatesEnded - entry.EndedAtLastReport;
+                if (ended > 0) entry.Outstanding = (int)Math.Max(0, entry.Outstanding - ended);
+                entry.EndedAtLastReport = load.CandidatesEnded;
                 entry.Load = load;
                 entry.SeenAt = now;
                 if (entry.Outstanding > load.Busy && now - entry.LastPickAt > ReconcileAfter) entry.Outstanding = load.Busy;
@@ -86,7 +99,7 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
         }
     }
 
-    /// <summary>The replica for the next candidate (counted as outstanding until released), or null when none is live.</summary>
+    /// <summary>The replica for the next candidate (outstanding until a report counts it ended), or null when none is live.</summary>
     public string? Pick(IReadOnlyList<string> exclude)
     {
         var live = Live().Where(e => !exclude.Contains(e.Key)).Select(e => e.Value).ToList();
@@ -95,11 +108,6 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
         chosen.Outstanding++;
         chosen.LastPickAt = clock.GetUtcNow();
         return chosen.Load.Replica;
-    }
-
-    public void Release(string replica)
-    {
-        if (_replicas.TryGetValue(replica, out var entry) && entry.Outstanding > 0) entry.Outstanding--;
     }
 
     public void Forget(string replica) => _replicas.Remove(replica);
@@ -135,17 +143,22 @@ public sealed class ReplicaTable(ReplicaPlacementPolicy policy, TimeProvider clo
 public static class ReplicaRegistryExtensions
 {
     /// <summary>
-    /// A live replica chosen at random, waiting 250 ms between looks while none is registered (a cluster that is still
-    /// starting); after <paramref name="attempts"/> looks it fails naming the problem.
+    /// A live replica chosen at random, looking again while none is registered (a cluster that is still starting) as
+    /// <paramref name="patience"/> allows (<see cref="ClusterRetries.ReplicaListed"/> by default); then it fails naming the problem.
     /// </summary>
-    public static async Task<string> AnyReplicaAsync(this IReplicaRegistryGrain registry, int attempts = 20)
+    public static async Task<string> AnyReplicaAsync(this IReplicaRegistryGrain registry, RetryPolicy? patience = null)
     {
-        for (int attempt = 0; ; attempt++)
+        try
         {
-            var replicas = await registry.ListAsync();
-            if (replicas.Count > 0) return replicas[Random.Shared.Next(replicas.Count)].Replica;
-            if (attempt >= attempts) throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
-            await Task.Delay(250);
+            return await (patience ?? ClusterRetries.ReplicaListed).ExecuteAsync(async (_, _) =>
+            {
+                var replicas = await registry.ListAsync();
+                return replicas.Count > 0 ? replicas[Random.Shared.Next(replicas.Count)].Replica : throw new NoReplicaOfferedException();
+            });
+        }
+        catch (NoReplicaOfferedException)
+        {
+            throw new InvalidOperationException("no model replica is registered in the cluster: start a silo with a model first");
         }
     }
 }

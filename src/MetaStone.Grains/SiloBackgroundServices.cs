@@ -7,9 +7,10 @@ namespace MetaStone.Grains;
 
 /// <summary>
 /// Reports this silo's replicas and their live load to the registry twice a second, from the moment the silo is
-/// active (its engines were loaded before that) until it stops.
+/// active (its engines were loaded before that) until it stops. The report carries each replica's running count of ended
+/// candidate calls, which releases their placements in the registry (no release call per candidate).
 /// </summary>
-public sealed partial class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain drain, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
+public sealed partial class ReplicaHeartbeat(ReplicaEngines engines, ReplicaWork work, SiloDrain drain, IGrainFactory grains, ILogger<ReplicaHeartbeat> logger)
     : ILifecycleParticipant<ISiloLifecycle>
 {
     public static readonly TimeSpan Period = TimeSpan.FromMilliseconds(500);
@@ -30,7 +31,7 @@ public sealed partial class ReplicaHeartbeat(ReplicaEngines engines, SiloDrain d
             {
                 // A draining (stopping) silo reports no replicas, which withdraws them from placement.
                 var loads = drain.Draining ? []
-                    : engines.Engines.Select(e => ReplicaGrain.LoadOf(ReplicaEngines.ReplicaKey(engines.SiloName, e.Device), e)).ToList();
+                    : engines.Engines.Select(e => ReplicaGrain.LoadOf(ReplicaEngines.ReplicaKey(engines.SiloName, e.Device), e, work)).ToList();
                 await registry.ReportAsync(engines.SiloName, loads);
             }
             catch (Exception e) when (!_stop.IsCancellationRequested)

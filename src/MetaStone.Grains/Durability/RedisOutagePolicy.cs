@@ -96,6 +96,8 @@ public sealed class RedisOutagePolicy
     /// </remarks>
     public async Task<T> RunAsync<T>(string what, Func<Task<T>> operation)
     {
+        // No tolerance (no Redis: the embedded mode and tests): the operation alone, without a pipeline and its pooled context.
+        if (Tolerance == TimeSpan.Zero) return await operation();
         var context = ResilienceContextPool.Shared.Get(continueOnCapturedContext: true);
         try { return await _pipeline.ExecuteAsync(static async (_, op) => await op(), context, operation); }
         catch (TimeoutRejectedException e)

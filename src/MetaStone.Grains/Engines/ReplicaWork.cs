@@ -21,6 +21,7 @@ public sealed partial class ReplicaWork(ILogger<ReplicaGrain> logger)
     public static readonly TimeSpan FinishedRetention = TimeSpan.FromMinutes(2);
 
     private readonly Lock _gate = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _ended = new(StringComparer.Ordinal);
     private readonly Dictionary<Key, Generation> _inFlight = [];
     private readonly Dictionary<Key, (CandidateResult Result, DateTime At)> _finished = [];
     private DateTime _oldestFinished;
@@ -55,6 +56,15 @@ public sealed partial class ReplicaWork(ILogger<ReplicaGrain> logger)
         }
         return JoinAsync(generation, cancellationToken);
     }
+
+    /// <summary>
+    /// Counts one candidate call of <paramref name="replica"/> as ended (returned, failed or cancelled): the running count the
+    /// heartbeat reports as <see cref="ReplicaLoad.CandidatesEnded"/>, which releases the registry's placement of it.
+    /// </summary>
+    public void CallEnded(string replica) => _ended.AddOrUpdate(replica, 1, static (_, n) => n + 1);
+
+    /// <summary>Candidate calls of <paramref name="replica"/> ended since this silo started.</summary>
+    public long CallsEnded(string replica) => _ended.TryGetValue(replica, out long n) ? n : 0;
 
     /// <summary>Off any grain's context (<c>ConfigureAwait(false)</c>): the work must finish even when its caller's activation is gone.</summary>
     private async Task<CandidateResult> GenerateAsync(ICandidateEngine engine, string replica, CandidateWork work, CancellationToken cancellationToken)

@@ -19,9 +19,6 @@ public sealed partial class SweepGrain(
     [PersistentState("sweep", StorageNames.Sweeps)] IPersistentState<SweepRecord> record,
     RedisOutagePolicy outage, DurabilityOptions durability, ILocalSiloDetails silo, ILogger<SweepGrain> logger) : RecoverableRunGrain(durability, logger), ISweepGrain
 {
-    /// <summary>Jobs tried per item (a failed job is retried under a new id) before the sweep fails.</summary>
-    public const int ItemAttempts = 3;
-
     private readonly DurableState<SweepRecord> _record = new(record, outage);
     /// <summary>Item → the job id it runs as now; its count is the number of items running.</summary>
     private readonly Dictionary<int, string> _runningJobs = [];
@@ -136,7 +133,7 @@ public sealed partial class SweepGrain(
         await GrainFactory.GetGrain<IReplicaGrain>(await AnyReplicaAsync()).DescribeModelAsync();
 
     // A sweep is often started right after its silos: it waits 10 s for a replica, twice a single job's patience.
-    private Task<string> AnyReplicaAsync() => GrainFactory.GetGrain<IReplicaRegistryGrain>(0).AnyReplicaAsync(attempts: 40);
+    private Task<string> AnyReplicaAsync() => GrainFactory.GetGrain<IReplicaRegistryGrain>(0).AnyReplicaAsync(ClusterRetries.SweepReplicaListed);
 
     protected override async Task RunAsync()
     {
@@ -206,23 +203,19 @@ public sealed partial class SweepGrain(
         var (problem, budgetIndex) = SweepRules.ItemOf(request, item);
         var job = SweepRules.JobOf(request, item);
         var clock = Stopwatch.StartNew();
-        JobResult result;
-        for (int attempt = 1; ; attempt++)
+        string jobId = "";
+        var result = await ClusterRetries.SweepItem.ExecuteAsync((attempt, token) =>
         {
             // The first attempt's id is the same in every run: a resumed sweep re-joins the job and its stored candidates.
-            string jobId = SweepRules.JobId(Id, request, item) + (attempt == 1 ? "" : $"~retry{Sweep.Runs}.{attempt}");
+            jobId = SweepRules.JobId(Id, request, item) + (attempt == 1 ? "" : $"~retry{Sweep.Runs}.{attempt}");
             _runningJobs[item] = jobId;
             if (attempt == 1) Signal();
-            try
-            {
-                result = await RunJobAsync(jobId, job, cancellationToken);
-                break;
-            }
-            catch (Exception e) when (!cancellationToken.IsCancellationRequested && attempt < ItemAttempts && e is InvalidOperationException or OperationCanceledException)
-            {
-                LogItemRetrying(logger, Id, item, jobId, e.Message);
-            }
-        }
+            return RunJobAsync(jobId, job, token);
+        }, cancellationToken, onRetry: failed =>
+        {
+            LogItemRetrying(logger, Id, item, jobId, failed.Failure.Message);
+            return ValueTask.CompletedTask;
+        });
         string answer = request.Problems[problem].Answer;
         var candidates = result.Candidates.OrderBy(c => c.Index).Select(c => new SweepCandidate(
             c.Score, c.Answer, AnswerGrader.IsCorrect(c.Text, answer), c.ThinkingTokens, c.StepScores.Length, c.FinishReason)).ToList();
@@ -242,19 +235,12 @@ public sealed partial class SweepGrain(
     private async Task<JobResult> RunJobAsync(string jobId, JobRequest job, CancellationToken cancellationToken)
     {
         var coordinator = GrainFactory.GetGrain<ICoordinatorGrain>(jobId);
-        for (int attempt = 1; ; attempt++)
+        // The job's coordinator silo died: submitting again activates it elsewhere, where it resumes from its record.
+        return await ClusterRetries.SweepJob.ExecuteAsync(async (_, token) =>
         {
-            try
-            {
-                await coordinator.SubmitAsync(job);
-                return await coordinator.AwaitResultAsync(cancellationToken);
-            }
-            catch (Exception e) when (ClusterFaults.IsSiloLoss(e) && !cancellationToken.IsCancellationRequested && attempt < 10)
-            {
-                // The job's coordinator silo died: submitting again activates it elsewhere, where it resumes from its record.
-                await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt), cancellationToken);
-            }
-        }
+            await coordinator.SubmitAsync(job);
+            return await coordinator.AwaitResultAsync(token);
+        }, cancellationToken);
     }
 
     private SweepStatus Status()
