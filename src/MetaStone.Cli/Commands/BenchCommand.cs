@@ -1,5 +1,5 @@
 using System.CommandLine;
-using MetaStone.Cli.Bench;
+using MetaStone.Bench;
 using MetaStone.Model;
 using MetaStone.Model.Generation;
 using MetaStone.Reasoning;
@@ -80,7 +80,7 @@ public sealed class BenchCommand : ICliVerb
             if (threadCount is int count) TorchSharp.torch.set_num_threads(count);
             // Other jobs on a shared machine slow every number down (and 2-thread ops stall when one thread is
             // descheduled): the load average before and after tells a reader how much to trust the run.
-            string loadBefore = Bench.BenchMachine.LoadAverage();
+            string loadBefore = BenchMachine.LoadAverage();
             var reports = new List<ShapeReport>();
             try
             {
@@ -102,8 +102,8 @@ public sealed class BenchCommand : ICliVerb
                 return GenerateCommand.CancelledExitCode;
             }
 
-            var report = new EngineBenchReport(Bench.BenchMachine.Description(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
-                loadBefore, Bench.BenchMachine.LoadAverage(), reports);
+            var report = new EngineBenchReport(BenchMachine.Description(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
+                loadBefore, BenchMachine.LoadAverage(), reports);
             if (parseResult.GetValue(outFile) is { } file)
             {
                 using var writer = new StreamWriter(file.FullName);

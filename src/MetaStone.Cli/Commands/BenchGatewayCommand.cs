@@ -1,5 +1,5 @@
 using System.CommandLine;
-using MetaStone.Cli.Bench;
+using MetaStone.Bench;
 using MetaStone.Cli.Cluster;
 using MetaStone.Client;
 using MetaStone.Gateway;

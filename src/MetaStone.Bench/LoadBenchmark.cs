@@ -2,7 +2,7 @@ using System.Diagnostics;
 using MetaStone.Client;
 using MetaStone.Contracts;
 
-namespace MetaStone.Cli.Cluster;
+namespace MetaStone.Bench;
 
 /// <summary>What <c>metastone bench load</c> sends: <see cref="Clients"/> client connections, each with <see cref="JobsPerClient"/> jobs in flight at once.</summary>
 public sealed record LoadSettings

@@ -6,7 +6,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace MetaStone.Cli.Bench;
+namespace MetaStone.Bench;
 
 /// <summary>A model shape the engine benchmark builds with random weights.</summary>
 /// <param name="Name">Name used by <c>--shapes</c>.</param>

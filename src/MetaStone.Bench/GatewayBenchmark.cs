@@ -4,7 +4,7 @@ using System.Text.Json;
 using MetaStone.Client;
 using MetaStone.Contracts;
 
-namespace MetaStone.Cli.Bench;
+namespace MetaStone.Bench;
 
 /// <summary>Settings of <c>metastone bench gateway</c>.</summary>
 public sealed record GatewayBenchSettings
