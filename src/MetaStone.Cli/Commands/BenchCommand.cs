@@ -18,6 +18,7 @@ public sealed class BenchCommand : ICliVerb
         command.Add(BenchClusterCommand.Create());
         command.Add(BenchLoadCommand.Create());
         command.Add(BenchGatewayCommand.Create());
+        command.Add(BenchPeerCommand.Create());
         return command;
     }
 
