@@ -41,8 +41,12 @@ public sealed record PeerBenchSettings
     }
 }
 
-/// <summary>One configuration both engines run (or only ours, for the top-p 1 case).</summary>
-public sealed record PeerCase(string Name, string Dtype, int Sequences, double TopP, bool OursOnly);
+/// <summary>One configuration both engines run (or only ours, for the top-p 1 case). Temperature 0 = greedy.</summary>
+public sealed record PeerCase(string Name, string Dtype, int Sequences, double TopP, bool OursOnly, double Temperature, int NewTokens);
+
+/// <summary>Greedy continuations of both engines from the same prompt ids: equal text means the GGUF holds the same model (names,
+/// layout, rope, tokenizer ids) — on random weights the top two logits are ~0.1 apart, far above fp32 rounding.</summary>
+public sealed record PeerParity(string Dtype, int NewTokens, string Ours, string LlamaCpp, bool Same);
 
 /// <summary>One process's run: time to load (until it can generate), generation time and tokens, peak resident memory.</summary>
 /// <param name="LoadSeconds">Ours: <c>ReflectiveModel.Load</c> as <c>generate</c> reports it (the weights are read). llama.cpp: loadModel
@@ -50,14 +54,15 @@ public sealed record PeerCase(string Name, string Dtype, int Sequences, double T
 /// <param name="WarmupSeconds">llama.cpp only: one decode that pages the mapped weights in before the timed generation (0 for ours,
 /// whose load already read them).</param>
 /// <param name="PeakRssBytes">VmHWM of the process, read from /proc while it ran (the last reading before it exited).</param>
+/// <param name="Text">The generated text of a one-sequence run (null with several sequences).</param>
 public sealed record PeerRun(string Engine, string Case, int Round, int Order, double LoadSeconds, double WarmupSeconds, double GenerateSeconds,
-    int GeneratedTokens, double TokensPerSecond, long PeakRssBytes, double WallSeconds, long FileBytes);
+    int GeneratedTokens, double TokensPerSecond, long PeakRssBytes, double WallSeconds, long FileBytes, string? Text);
 
 /// <summary>Ours / llama.cpp for one case: the median over rounds of each round's ratio (the two runs of a round were back to back).</summary>
 public sealed record PeerRatio(string Case, double OursTokensPerSecond, double? LlamaTokensPerSecond, double? Ratio, string? Target, bool? TargetMet);
 
 public sealed record PeerBenchReport(string Machine, string LoadAverageBefore, string LoadAverageAfter, string LlamaCpp, PeerBenchSettings Settings,
-    int PromptTokens, long SafetensorsBytes, long GgufBf16Bytes, long GgufF32Bytes, IReadOnlyList<PeerRun> Runs, IReadOnlyList<PeerRatio> Throughput,
+    int PromptTokens, long SafetensorsBytes, long GgufBf16Bytes, long GgufF32Bytes, IReadOnlyList<PeerParity> Parity, IReadOnlyList<PeerRun> Runs, IReadOnlyList<PeerRatio> Throughput,
     double TopP1OverTopP095, bool TopP1TargetMet, double LoadRatio, bool LoadTargetMet, double OursPeakRssOverFile, bool RssTargetMet,
     double LlamaPeakRssOverFile, IReadOnlyList<string> Notes)
 {
@@ -66,6 +71,8 @@ public sealed record PeerBenchReport(string Machine, string LoadAverageBefore, s
         var inv = CultureInfo.InvariantCulture;
         yield return $"metastone bench peer: {Machine}; load average {LoadAverageBefore} before, {LoadAverageAfter} after; {LlamaCpp}";
         yield return string.Create(inv, $"random Qwen2-0.5B shape (tied), safetensors {SafetensorsBytes / 1e6:F0} MB, GGUF bf16 {GgufBf16Bytes / 1e6:F0} MB, f32 {GgufF32Bytes / 1e6:F0} MB; prompt {PromptTokens} tokens, {Settings.NewTokens} new tokens, temperature {Settings.Temperature}, {Settings.Threads} threads, {Settings.Rounds} round(s)");
+        foreach (var p in Parity)
+            yield return $"greedy parity, {p.Dtype}, {p.NewTokens} tokens: {(p.Same ? "same text" : "DIFFERENT")} (ours {JsonSerializer.Serialize(p.Ours)}, llama.cpp {JsonSerializer.Serialize(p.LlamaCpp)})";
         yield return "case                              ours tok/s  llama.cpp tok/s   ours/llama  target";
         foreach (var r in Throughput)
             yield return string.Create(inv, $"{r.Case,-32}  {r.OursTokensPerSecond,10:F1}  {(r.LlamaTokensPerSecond is double l ? l.ToString("F1", inv) : "—"),15}  {(r.Ratio is double x ? x.ToString("F2", inv) + "×" : "—"),11}  {Verdict(r.Target, r.TargetMet)}");
@@ -90,12 +97,15 @@ public static class PeerBenchmark
 
     public static IReadOnlyList<PeerCase> Cases(PeerBenchSettings s) =>
     [
-        new($"bf16, {s.Sequences} sequences", "bf16", s.Sequences, s.TopP, false),
-        new("bf16, 1 sequence", "bf16", 1, s.TopP, false),
-        new($"fp32, {s.Sequences} sequences", "fp32", s.Sequences, s.TopP, false),
-        new("fp32, 1 sequence", "fp32", 1, s.TopP, false),
-        new($"bf16, {s.Sequences} sequences, top-p 1", "bf16", s.Sequences, 1.0, true),
+        new($"bf16, {s.Sequences} sequences", "bf16", s.Sequences, s.TopP, false, s.Temperature, s.NewTokens),
+        new("bf16, 1 sequence", "bf16", 1, s.TopP, false, s.Temperature, s.NewTokens),
+        new($"fp32, {s.Sequences} sequences", "fp32", s.Sequences, s.TopP, false, s.Temperature, s.NewTokens),
+        new("fp32, 1 sequence", "fp32", 1, s.TopP, false, s.Temperature, s.NewTokens),
+        new($"bf16, {s.Sequences} sequences, top-p 1", "bf16", s.Sequences, 1.0, true, s.Temperature, s.NewTokens),
     ];
+
+    /// <summary>Tokens of the greedy parity runs.</summary>
+    public const int ParityTokens = 8;
 
     public static async Task<PeerBenchReport> RunAsync(PeerBenchSettings settings, Action<string> log, CancellationToken cancellationToken)
     {
@@ -113,6 +123,17 @@ public static class PeerBenchmark
         var runs = new List<PeerRun>();
         var cases = Cases(settings);
         string llamaDescription = "llama.cpp via node-llama-cpp";
+
+        var parity = new List<PeerParity>();
+        foreach (var dtype in new[] { "fp32", "bf16" })
+        {
+            var greedy = new PeerCase($"greedy {dtype}", dtype, 1, 1.0, false, 0, ParityTokens);
+            log($"greedy parity, {dtype}: ours, then llama.cpp …");
+            var ours = await RunOursAsync(settings, files, greedy, -1, 0, cancellationToken);
+            var (llama, _) = await RunLlamaAsync(settings, files, greedy, promptIds, -1, 1, cancellationToken);
+            parity.Add(new PeerParity(dtype, ParityTokens, ours.Text!, llama.Text!, ours.Text == llama.Text));
+            log($"  {(ours.Text == llama.Text ? "same text" : "DIFFERENT")}: ours {JsonSerializer.Serialize(ours.Text)}, llama.cpp {JsonSerializer.Serialize(llama.Text)}");
+        }
         for (int round = 0; round < settings.Rounds; round++)
         {
             for (int c = 0; c < cases.Count; c++)
@@ -136,10 +157,10 @@ public static class PeerBenchmark
                 }
             }
         }
-        return Summarize(settings, files, promptIds.Length, runs, cases, loadBefore, llamaDescription);
+        return Summarize(settings, files, promptIds.Length, parity, runs, cases, loadBefore, llamaDescription);
     }
 
-    private static PeerBenchReport Summarize(PeerBenchSettings settings, PeerCheckpointFiles files, int promptTokens, List<PeerRun> runs,
+    private static PeerBenchReport Summarize(PeerBenchSettings settings, PeerCheckpointFiles files, int promptTokens, List<PeerParity> parity, List<PeerRun> runs,
         IReadOnlyList<PeerCase> cases, string loadBefore, string llamaDescription)
     {
         var notes = new List<string>();
@@ -180,7 +201,7 @@ public static class PeerBenchmark
         if (Environment.ProcessorCount <= 2 || !double.TryParse(loadBefore.Split(' ')[0], CultureInfo.InvariantCulture, out double load) || load > Environment.ProcessorCount)
             notes.Add($"machine: {Environment.ProcessorCount} cores, load average {loadBefore} at the start: other work shares the cores, so absolute figures swing run to run; the ratios are from back-to-back runs");
         return new PeerBenchReport(BenchMachine.Description(), loadBefore, BenchMachine.LoadAverage(), llamaDescription, settings, promptTokens,
-            files.SafetensorsBytes, files.GgufBf16Bytes, files.GgufF32Bytes, runs, throughput,
+            files.SafetensorsBytes, files.GgufBf16Bytes, files.GgufF32Bytes, parity, runs, throughput,
             topP1Ratio, topP1Ratio >= 1, loadRatio, loadRatio <= TargetLoadRatio, oursRss, oursRss <= TargetRssOverFile, llamaRss, notes);
     }
 
@@ -198,9 +219,9 @@ public static class PeerBenchmark
         foreach (var a in new[]
         {
             "generate", s.Prompt, "--model", files.ModelDirectory, "--n", c.Sequences.ToString(CultureInfo.InvariantCulture),
-            "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--temperature", s.Temperature.ToString("R", CultureInfo.InvariantCulture),
+            "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--temperature", c.Temperature.ToString("R", CultureInfo.InvariantCulture),
             "--top-p", c.TopP.ToString("R", CultureInfo.InvariantCulture), "--top-k", "0", "--repetition-penalty", "1",
-            "--max-new-tokens", s.NewTokens.ToString(CultureInfo.InvariantCulture), "--dtype", c.Dtype, "--json",
+            "--max-new-tokens", c.NewTokens.ToString(CultureInfo.InvariantCulture), "--dtype", c.Dtype, "--json",
         }) info.ArgumentList.Add(a);
         // torch's intra-op threads: the same count llama.cpp gets.
         info.Environment["OMP_NUM_THREADS"] = s.Threads.ToString(CultureInfo.InvariantCulture);
@@ -210,7 +231,10 @@ public static class PeerBenchmark
         var root = json.RootElement;
         int tokens = root.GetProperty("generatedTokens").GetInt32();
         double seconds = root.GetProperty("generateSeconds").GetDouble();
-        return new PeerRun("ours", c.Name, round, order, root.GetProperty("loadSeconds").GetDouble(), 0, seconds, tokens, tokens / seconds, peak, wall, files.SafetensorsBytes);
+        // With one candidate the winner is that candidate: its full text.
+        string? text = c.Sequences == 1 ? root.GetProperty("winner").GetProperty("text").GetString() : null;
+        return new PeerRun("ours", c.Name, round, order, root.GetProperty("loadSeconds").GetDouble(), 0, seconds, tokens, tokens / seconds, peak, wall,
+            files.SafetensorsBytes, text);
     }
 
     private static async Task<(PeerRun Run, string Description)> RunLlamaAsync(PeerBenchSettings s, PeerCheckpointFiles files, PeerCase c, int[] promptIds,
@@ -220,8 +244,8 @@ public static class PeerBenchmark
         string request = Path.Combine(s.CheckpointDirectory, $"llama-request-{Environment.ProcessId}.json");
         File.WriteAllText(request, JsonSerializer.Serialize(new
         {
-            nodeLlamaCppDirectory = s.NodeLlamaCppDirectory, model = gguf, promptTokens = promptIds, sequences = c.Sequences, newTokens = s.NewTokens,
-            temperature = s.Temperature, topP = c.TopP, topK = 0, seed = s.Seed, threads = s.Threads,
+            nodeLlamaCppDirectory = s.NodeLlamaCppDirectory, model = gguf, promptTokens = promptIds, sequences = c.Sequences, newTokens = c.NewTokens,
+            temperature = c.Temperature, topP = c.TopP, topK = 0, seed = s.Seed, threads = s.Threads,
         }));
         try
         {
@@ -235,8 +259,9 @@ public static class PeerBenchmark
             int tokens = root.GetProperty("generatedTokens").GetInt32();
             double seconds = root.GetProperty("generateSeconds").GetDouble();
             string description = $"llama.cpp {root.GetProperty("llamaCppRelease")} ({root.GetProperty("buildType").GetString()} binary) via node-llama-cpp, {root.GetProperty("threads")} threads";
-            return (new PeerRun("llama.cpp", c.Name, round, order, root.GetProperty("loadSeconds").GetDouble(), root.GetProperty("warmupSeconds").GetDouble(), seconds, tokens, tokens / seconds, peak, wall,
-                new FileInfo(gguf).Length), description);
+            string? text = c.Sequences == 1 ? root.GetProperty("firstSequenceText").GetString() : null;
+            return (new PeerRun("llama.cpp", c.Name, round, order, root.GetProperty("loadSeconds").GetDouble(), root.GetProperty("warmupSeconds").GetDouble(),
+                seconds, tokens, tokens / seconds, peak, wall, new FileInfo(gguf).Length, text), description);
         }
         finally { File.Delete(request); }
     }

@@ -41,20 +41,21 @@ const warmupSeconds = (performance.now() - warmupStart) / 1000;
 const generateStart = performance.now();
 // Every sequence evaluates the same prompt and then samples; node-llama-cpp batches the sequences' pending tokens into
 // one llama_decode per step. No repetition penalty; top-k 0 = off (node-llama-cpp's default would be 40).
+// Temperature 0 = greedy (the bench's parity check).
 const perSequence = await Promise.all(sequences.map(async (sequence, i) => {
-    let generated = 0;
+    const tokens = [];
     const iterator = sequence.evaluate(request.promptTokens, {
         temperature: request.temperature, topP: request.topP, topK: request.topK, minP: 0, seed: request.seed + i,
     });
     for await (const token of iterator) {
-        void token;
-        if (++generated >= request.newTokens) break;
+        tokens.push(token);
+        if (tokens.length >= request.newTokens) break;
     }
-    return generated;
+    return tokens;
 }));
 const generateSeconds = (performance.now() - generateStart) / 1000;
 
-const generatedTokens = perSequence.reduce((a, b) => a + b, 0);
+const generatedTokens = perSequence.reduce((sum, tokens) => sum + tokens.length, 0);
 console.log(JSON.stringify({
     engine: "llama.cpp",
     binding: "node-llama-cpp",
@@ -69,6 +70,7 @@ console.log(JSON.stringify({
     generatedTokens,
     tokensPerSecond: generatedTokens / generateSeconds,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    firstSequenceText: model.detokenize(perSequence[0], true),
 }));
 await context.dispose();
 await model.dispose();
