@@ -197,7 +197,7 @@ public static class PeerBenchmark
         double llamaRss = Median(runs.Where(r => r.Case == singleBf16 && r.Engine == "llama.cpp").Select(r => (double)r.PeakRssBytes / r.FileBytes));
         notes.Add("tokens/s = generated tokens / generation wall time (prompt prefill included; each of llama.cpp's sequences prefills the prompt, ours prefill it once and share it)");
         notes.Add("fp32: ours loads the bf16 safetensors into an fp32 model (--dtype fp32), llama.cpp the F32 GGUF of the same values");
-        notes.Add("load: ours = ReflectiveModel.Load as `generate` reports it (weights read); llama.cpp = loadModel (mmap) + createContext, then an untimed warm-up decode pages the weights in (warmupSeconds in --json), so neither engine's tok/s pays for reading the file; runtime start-up is in neither");
+        notes.Add("load: ours = ReflectiveModel.Load as `generate` reports it (weights read); llama.cpp = loadModel (mmap) + createContext, then an untimed warm-up decode pages the weights in (warmupSeconds in --json), so neither engine's tok/s pays for reading the file (ours still pays its first, cold decode step); runtime start-up is in neither");
         if (Environment.ProcessorCount <= 2 || !double.TryParse(loadBefore.Split(' ')[0], CultureInfo.InvariantCulture, out double load) || load > Environment.ProcessorCount)
             notes.Add($"machine: {Environment.ProcessorCount} cores, load average {loadBefore} at the start: other work shares the cores, so absolute figures swing run to run; the ratios are from back-to-back runs");
         return new PeerBenchReport(BenchMachine.Description(), loadBefore, BenchMachine.LoadAverage(), llamaDescription, settings, promptTokens,
