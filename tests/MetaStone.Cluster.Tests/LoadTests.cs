@@ -1,4 +1,5 @@
 using MetaStone.Cli.Cluster;
+using MetaStone.Bench;
 using MetaStone.Client;
 using MetaStone.Cluster.Tests.Infrastructure;
 using MetaStone.Contracts;

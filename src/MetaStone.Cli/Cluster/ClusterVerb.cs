@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Net;
-using System.Net.Sockets;
 using MetaStone.Client;
 using MetaStone.Contracts;
 
@@ -45,10 +43,5 @@ public static class ClusterVerb
         }
     }
 
-    public static int FreeLoopbackPort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    public static int FreeLoopbackPort() => MetaStone.Bench.LoopbackPort.Free();
 }

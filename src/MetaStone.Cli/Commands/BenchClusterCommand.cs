@@ -1,4 +1,5 @@
 using System.CommandLine;
+using MetaStone.Bench;
 using MetaStone.Cli.Cluster;
 using MetaStone.Cli.Training;
 

@@ -1,12 +1,11 @@
 using System.CommandLine;
-using MetaStone.Cli.Bench;
-using MetaStone.Model;
+using MetaStone.Bench;
 using MetaStone.Model.Generation;
 using MetaStone.Reasoning;
 
 namespace MetaStone.Cli.Commands;
 
-/// <summary><c>metastone bench engine …</c> and <c>metastone bench cluster …</c>: benchmarks built on the same code users run.</summary>
+/// <summary><c>metastone bench engine | cluster | load | gateway | peer</c>: benchmarks built on the same code users run (their logic is in MetaStone.Bench; the verbs parse options).</summary>
 public sealed class BenchCommand : ICliVerb
 {
     public const int UsageErrorExitCode = 2;
@@ -18,6 +17,7 @@ public sealed class BenchCommand : ICliVerb
         command.Add(BenchClusterCommand.Create());
         command.Add(BenchLoadCommand.Create());
         command.Add(BenchGatewayCommand.Create());
+        command.Add(BenchPeerCommand.Create());
         return command;
     }
 
@@ -78,23 +78,16 @@ public sealed class BenchCommand : ICliVerb
             }
 
             if (threadCount is int count) TorchSharp.torch.set_num_threads(count);
-            // Other jobs on a shared machine slow every number down (and 2-thread ops stall when one thread is
-            // descheduled): the load average before and after tells a reader how much to trust the run.
-            string loadBefore = Bench.BenchMachine.LoadAverage();
-            var reports = new List<ShapeReport>();
+            EngineBenchReport report;
             try
             {
-                foreach (var shape in selected)
+                report = await EngineBenchmark.RunShapesAsync(selected, shape => new EngineBenchSettings
                 {
-                    var settings = new EngineBenchSettings
-                    {
-                        Candidates = candidates,
-                        NewTokens = tokens ?? shape.DefaultNewTokens,
-                        SequentialCandidates = sequentialCount ?? Math.Min(candidates, shape.DefaultSequentialCandidates ?? candidates),
-                        TopP = nucleus,
-                    };
-                    reports.Add(await new EngineBenchmark(shape, settings, error).RunAsync(cancellationToken).ConfigureAwait(false));
-                }
+                    Candidates = candidates,
+                    NewTokens = tokens ?? shape.DefaultNewTokens,
+                    SequentialCandidates = sequentialCount ?? Math.Min(candidates, shape.DefaultSequentialCandidates ?? candidates),
+                    TopP = nucleus,
+                }, error, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -102,57 +95,15 @@ public sealed class BenchCommand : ICliVerb
                 return GenerateCommand.CancelledExitCode;
             }
 
-            var report = new EngineBenchReport(Bench.BenchMachine.Description(), TorchSharp.torch.get_num_threads(), CpuFeatures.HasFastBf16,
-                loadBefore, Bench.BenchMachine.LoadAverage(), reports);
             if (parseResult.GetValue(outFile) is { } file)
             {
                 using var writer = new StreamWriter(file.FullName);
                 JsonOutput.Write(writer, report);
             }
             if (parseResult.GetValue(json)) JsonOutput.Write(output, report);
-            else WriteTable(output, report);
+            else foreach (var line in report.ToLines()) output.WriteLine(line);
             return 0;
         });
         return command;
-    }
-
-    // InvariantGlobalization is on (Directory.Build.props), so number formatting is culture-invariant.
-    private static void WriteTable(TextWriter output, EngineBenchReport report)
-    {
-        var shapes = report.Shapes;
-        var rows = new List<(string Label, Func<ShapeReport, string> Value)>
-        {
-            ("dtype", s => s.Dtype),
-            ("decoder params (incl. LM head)", s => $"{s.DecoderParameters / 1e6:F1} M"),
-            ("candidates n / sequential / prompt / new tokens", s => $"{s.Candidates} / {s.SequentialCandidates} / {s.PromptTokens} / {s.NewTokens}"),
-            ("1. batched decode tok/s", s => $"{s.Batching.BatchedDecodeTokensPerSecond:F1} ({s.Batching.BatchedEngineStepMilliseconds:F1} ms/step)"),
-            ("   sequential decode tok/s", s => $"{s.Batching.SequentialDecodeTokensPerSecond:F1} ({s.Batching.SequentialEngineStepMilliseconds:F1} ms/step)"),
-            ("   decode speedup (target)", s => $"{s.Batching.DecodeSpeedup:F1}×" + (s.Batching.Target is double t ? $" (≥ {t:F0}×: {(s.Batching.DecodeSpeedup >= t ? "met" : "MISSED")})" : "")),
-            ("   end-to-end speedup (incl. prefill)", s => $"{s.Batching.EndToEndSpeedup:F1}×"),
-            ("2. prefill tokens shared / separate", s => $"{s.Prefill.SharedTokensComputed} / {s.Prefill.SeparateTokensComputed} (= {s.Prefill.Ratio:F0}×)"),
-            ("   first token shared / separate", s => $"{s.Prefill.SharedFirstTokenSeconds * 1000:F0} / {s.Prefill.SeparateFirstTokenSeconds * 1000:F0} ms (saved {s.Prefill.SavedSeconds * 1000:F0} ms)"),
-            ("3. batched wall scored / unscored", s => $"{s.Scoring.ScoredSeconds:F2} / {s.Scoring.UnscoredSeconds:F2} s"),
-            ("   in-flight scoring overhead (target)", s => $"{s.Scoring.OverheadPercent:+0.0;-0.0}% (≤ {s.Scoring.TargetOverheadPercent:F0}%: {(s.Scoring.OverheadPercent <= s.Scoring.TargetOverheadPercent ? "met" : "MISSED")})"),
-            ("   steps scored in flight / re-encoded", s => $"{s.Scoring.StepsScored} / {s.Scoring.ReencodeStepsScored}"),
-            ("   generate + re-encode wall", s => $"{s.Scoring.ReencodePipelineSeconds:F2} s (re-encode {s.Scoring.ReencodeSeconds:F2} s = +{s.Scoring.ReencodeOverheadPercent:F0}%)"),
-            ("   in-flight vs re-encode pipeline", s => $"{s.Scoring.InFlightSpeedupOverReencode:F2}× faster"),
-            ("4. decode GFLOP/s (dense / +attention)", s => $"{s.Compute.DecodeFlopsPerSecond / 1e9:F1} / {s.Compute.DecodeFlopsPerSecondWithAttention / 1e9:F1}"),
-            ("   matmul GFLOP/s (LM head shape, M = n)", s => $"{s.Compute.MatmulFlopsPerSecond / 1e9:F1} ({s.Compute.MatmulMilliseconds:F2} ms)"),
-            ("   decode / matmul", s => $"{100 * s.Compute.FractionOfMatmul:F0}% ({100 * s.Compute.FractionOfMatmulWithAttention:F0}% with attention)"),
-            ("   bare forward step B=n / B=1", s => $"{s.Compute.ForwardStepMillisecondsBatched:F1} / {s.Compute.ForwardStepMillisecondsSingle:F1} ms"),
-            ("   engine step B=n / B=1 (forward+sampling)", s => $"{s.Batching.BatchedEngineStepMilliseconds:F1} / {s.Batching.SequentialEngineStepMilliseconds:F1} ms"),
-            ("bench wall time", s => $"{s.TotalSeconds:F0} s"),
-        };
-        output.WriteLine($"metastone bench engine: {report.Machine}, torch threads {report.TorchThreads}, fast bf16 {(report.FastBf16 ? "yes" : "no")}, load average {report.LoadAverageBefore} before, {report.LoadAverageAfter} after");
-        foreach (var s in shapes)
-            output.WriteLine($"  {s.Shape}: {s.Dtype}, {s.DtypeNote}; {s.Sampling}; {100 * s.StepTokenFraction:F1}% of ids are step tokens, <think> ends the prompt");
-        int labelWidth = rows.Max(r => r.Label.Length);
-        var columns = shapes.Select(s => rows.Select(r => r.Value(s)).ToList()).ToList();
-        var widths = shapes.Select((s, i) => Math.Max(s.Shape.Length, columns[i].Max(v => v.Length))).ToList();
-        output.WriteLine();
-        output.WriteLine("".PadRight(labelWidth) + string.Concat(shapes.Select((s, i) => " | " + s.Shape.PadRight(widths[i]))));
-        output.WriteLine(new string('-', labelWidth) + string.Concat(widths.Select(w => "-+-" + new string('-', w))));
-        for (int r = 0; r < rows.Count; r++)
-            output.WriteLine(rows[r].Label.PadRight(labelWidth) + string.Concat(shapes.Select((s, i) => " | " + columns[i][r].PadRight(widths[i]))));
     }
 }

@@ -1,8 +1,7 @@
 using System.CommandLine;
-using MetaStone.Cli.Bench;
+using MetaStone.Bench;
 using MetaStone.Cli.Cluster;
 using MetaStone.Client;
-using MetaStone.Gateway;
 
 namespace MetaStone.Cli.Commands;
 
@@ -65,11 +64,7 @@ internal static class BenchGatewayCommand
             }
             try
             {
-                var uri = new Uri($"http://127.0.0.1:{ClusterVerb.FreeLoopbackPort()}");
-                await using var app = OpenAiGateway.Build(client, new GatewayOptions { ModelId = "bench", Urls = uri.ToString() });
-                await app.StartAsync(ct);
-                var report = await GatewayBenchmark.RunAsync(client, uri, "bench", description, settings, line => Console.Error.WriteLine(line), ct);
-                await app.StopAsync(CancellationToken.None);
+                var report = await GatewayBenchmark.RunWithGatewayAsync(client, description, settings, line => Console.Error.WriteLine(line), ct);
                 if (parse.GetValue(json)) JsonOutput.Write(parse.InvocationConfiguration.Output, report);
                 else foreach (var line in report.ToLines()) parse.InvocationConfiguration.Output.WriteLine(line);
                 return ExitCodes.Ok; // a missed target is a finding to report, not a failure of the run

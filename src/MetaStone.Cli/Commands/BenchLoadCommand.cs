@@ -1,7 +1,7 @@
 using System.CommandLine;
+using MetaStone.Bench;
 using MetaStone.Cli.Cluster;
 using MetaStone.Cli.Training;
-using MetaStone.Client;
 
 namespace MetaStone.Cli.Commands;
 
@@ -39,22 +39,8 @@ internal static class BenchLoadCommand
             settings.Validate();
             await using var group = new SiloProcessGroup();
             var connection = cluster.Connection(parse);
-            if (connection is null)
-            {
-                int n = parse.GetValue(silos);
-                if (n is < 1 or > 16) throw new ArgumentException($"--silos must be 1–16 (got {n})");
-                string redis = await group.StartRedisAsync();
-                string clusterId = $"load-{Guid.NewGuid():N}"[..16];
-                string modelDir = Path.GetFullPath(parse.GetValue(model) ?? RepoPaths.DefaultModel);
-                Console.Error.WriteLine($"starting {n} silo process(es) with {modelDir} and a private redis-server at {redis}…");
-                await group.StartSilosAsync(n, i => new Dictionary<string, string>
-                {
-                    ["MetaStone__Name"] = $"load{i}", ["MetaStone__Model"] = modelDir, ["MetaStone__Redis"] = redis,
-                    ["MetaStone__ClusterId"] = clusterId, ["MetaStone__ServiceId"] = clusterId, ["MetaStone__MaxBatch"] = "16",
-                    ["MetaStone__ComputeThreads"] = "1",
-                }, TimeSpan.FromMinutes(3));
-                connection = new ClusterConnection(redis, clusterId, clusterId);
-            }
+            connection ??= await LoadBenchmark.StartLocalClusterAsync(group, parse.GetValue(silos),
+                Path.GetFullPath(parse.GetValue(model) ?? RepoPaths.DefaultModel), line => Console.Error.WriteLine(line));
             var report = await LoadBenchmark.RunAsync(connection, settings, line => Console.Error.WriteLine(line), ct);
             if (parse.GetValue(json)) JsonOutput.Write(parse.InvocationConfiguration.Output, report);
             else foreach (var line in report.ToLines()) parse.InvocationConfiguration.Output.WriteLine(line);

@@ -1,7 +1,7 @@
-namespace MetaStone.Cli.Bench;
+namespace MetaStone.Bench;
 
 /// <summary>What every benchmark report says about the machine it ran on (ratios are only comparable on one machine).</summary>
-internal static class BenchMachine
+public static class BenchMachine
 {
     /// <summary>1, 5 and 15 minute load averages from /proc/loadavg ("unknown" elsewhere).</summary>
     public static string LoadAverage()

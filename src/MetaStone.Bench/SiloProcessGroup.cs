@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace MetaStone.Cli.Cluster;
+namespace MetaStone.Bench;
 
 /// <summary>
 /// Silo processes (the MetaStone.Silo executable shipped next to the CLI) and optionally a private redis-server,
@@ -25,7 +25,7 @@ public sealed class SiloProcessGroup : IAsyncDisposable
     {
         const string binary = "/usr/bin/redis-server";
         if (!File.Exists(binary)) throw new InvalidOperationException($"{binary} not found: install redis-server (deploy/setup-host.sh) or pass --redis host:port");
-        int port = ClusterVerb.FreeLoopbackPort();
+        int port = LoopbackPort.Free();
         var info = new ProcessStartInfo(binary) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { "--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" }) info.ArgumentList.Add(a);
         var process = Process.Start(info) ?? throw new InvalidOperationException("redis-server did not start");
@@ -54,8 +54,8 @@ public sealed class SiloProcessGroup : IAsyncDisposable
             var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
             info.ArgumentList.Add(SiloDll);
             foreach (var (key, value) in settings(i)) info.Environment[key] = value;
-            info.Environment["MetaStone__SiloPort"] = ClusterVerb.FreeLoopbackPort().ToString();
-            info.Environment["MetaStone__GatewayPort"] = ClusterVerb.FreeLoopbackPort().ToString();
+            info.Environment["MetaStone__SiloPort"] = LoopbackPort.Free().ToString();
+            info.Environment["MetaStone__GatewayPort"] = LoopbackPort.Free().ToString();
             info.Environment["DOTNET_gcServer"] = "0";
             var process = Process.Start(info) ?? throw new InvalidOperationException("a silo process did not start");
             _processes.Add(process);

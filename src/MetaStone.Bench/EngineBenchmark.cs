@@ -6,7 +6,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
-namespace MetaStone.Cli.Bench;
+namespace MetaStone.Bench;
 
 /// <summary>A model shape the engine benchmark builds with random weights.</summary>
 /// <param name="Name">Name used by <c>--shapes</c>.</param>
@@ -336,13 +336,67 @@ public sealed class EngineBenchmark(BenchModelShape shape, EngineBenchSettings s
         return samples[samples.Count / 2];
     }
 
+    /// <summary>Benchmarks each shape in turn (settings per shape) and wraps the results with the machine's description.</summary>
+    public static async Task<EngineBenchReport> RunShapesAsync(IReadOnlyList<BenchModelShape> shapes, Func<BenchModelShape, EngineBenchSettings> settings,
+        TextWriter progress, CancellationToken cancellationToken)
+    {
+        // Other jobs on a shared machine slow every number down (and 2-thread ops stall when one thread is
+        // descheduled): the load average before and after tells a reader how much to trust the run.
+        string loadBefore = BenchMachine.LoadAverage();
+        var reports = new List<ShapeReport>();
+        foreach (var shape in shapes)
+            reports.Add(await new EngineBenchmark(shape, settings(shape), progress).RunAsync(cancellationToken).ConfigureAwait(false));
+        return new EngineBenchReport(BenchMachine.Description(), get_num_threads(), CpuFeatures.HasFastBf16, loadBefore, BenchMachine.LoadAverage(), reports);
+    }
+
     private sealed record RunMeasurement(double Seconds, IReadOnlyList<Trajectory> Trajectories, long GeneratedTokens,
         long PrefillTokensComputed, long PrefillTokensReused, long StepsScored);
 }
 
 /// <summary>The <c>--json</c> document of <c>bench engine</c>.</summary>
 public sealed record EngineBenchReport(string Machine, int TorchThreads, bool FastBf16, string LoadAverageBefore, string LoadAverageAfter,
-    IReadOnlyList<ShapeReport> Shapes);
+    IReadOnlyList<ShapeReport> Shapes)
+{
+    /// <summary>The text table of <c>bench engine</c>: one column per shape.</summary>
+    // InvariantGlobalization is on (Directory.Build.props), so number formatting is culture-invariant.
+    public IEnumerable<string> ToLines()
+    {
+        var rows = new List<(string Label, Func<ShapeReport, string> Value)>
+        {
+            ("dtype", s => s.Dtype),
+            ("decoder params (incl. LM head)", s => $"{s.DecoderParameters / 1e6:F1} M"),
+            ("candidates n / sequential / prompt / new tokens", s => $"{s.Candidates} / {s.SequentialCandidates} / {s.PromptTokens} / {s.NewTokens}"),
+            ("1. batched decode tok/s", s => $"{s.Batching.BatchedDecodeTokensPerSecond:F1} ({s.Batching.BatchedEngineStepMilliseconds:F1} ms/step)"),
+            ("   sequential decode tok/s", s => $"{s.Batching.SequentialDecodeTokensPerSecond:F1} ({s.Batching.SequentialEngineStepMilliseconds:F1} ms/step)"),
+            ("   decode speedup (target)", s => $"{s.Batching.DecodeSpeedup:F1}×" + (s.Batching.Target is double t ? $" (≥ {t:F0}×: {(s.Batching.DecodeSpeedup >= t ? "met" : "MISSED")})" : "")),
+            ("   end-to-end speedup (incl. prefill)", s => $"{s.Batching.EndToEndSpeedup:F1}×"),
+            ("2. prefill tokens shared / separate", s => $"{s.Prefill.SharedTokensComputed} / {s.Prefill.SeparateTokensComputed} (= {s.Prefill.Ratio:F0}×)"),
+            ("   first token shared / separate", s => $"{s.Prefill.SharedFirstTokenSeconds * 1000:F0} / {s.Prefill.SeparateFirstTokenSeconds * 1000:F0} ms (saved {s.Prefill.SavedSeconds * 1000:F0} ms)"),
+            ("3. batched wall scored / unscored", s => $"{s.Scoring.ScoredSeconds:F2} / {s.Scoring.UnscoredSeconds:F2} s"),
+            ("   in-flight scoring overhead (target)", s => $"{s.Scoring.OverheadPercent:+0.0;-0.0}% (≤ {s.Scoring.TargetOverheadPercent:F0}%: {(s.Scoring.OverheadPercent <= s.Scoring.TargetOverheadPercent ? "met" : "MISSED")})"),
+            ("   steps scored in flight / re-encoded", s => $"{s.Scoring.StepsScored} / {s.Scoring.ReencodeStepsScored}"),
+            ("   generate + re-encode wall", s => $"{s.Scoring.ReencodePipelineSeconds:F2} s (re-encode {s.Scoring.ReencodeSeconds:F2} s = +{s.Scoring.ReencodeOverheadPercent:F0}%)"),
+            ("   in-flight vs re-encode pipeline", s => $"{s.Scoring.InFlightSpeedupOverReencode:F2}× faster"),
+            ("4. decode GFLOP/s (dense / +attention)", s => $"{s.Compute.DecodeFlopsPerSecond / 1e9:F1} / {s.Compute.DecodeFlopsPerSecondWithAttention / 1e9:F1}"),
+            ("   matmul GFLOP/s (LM head shape, M = n)", s => $"{s.Compute.MatmulFlopsPerSecond / 1e9:F1} ({s.Compute.MatmulMilliseconds:F2} ms)"),
+            ("   decode / matmul", s => $"{100 * s.Compute.FractionOfMatmul:F0}% ({100 * s.Compute.FractionOfMatmulWithAttention:F0}% with attention)"),
+            ("   bare forward step B=n / B=1", s => $"{s.Compute.ForwardStepMillisecondsBatched:F1} / {s.Compute.ForwardStepMillisecondsSingle:F1} ms"),
+            ("   engine step B=n / B=1 (forward+sampling)", s => $"{s.Batching.BatchedEngineStepMilliseconds:F1} / {s.Batching.SequentialEngineStepMilliseconds:F1} ms"),
+            ("bench wall time", s => $"{s.TotalSeconds:F0} s"),
+        };
+        yield return $"metastone bench engine: {Machine}, torch threads {TorchThreads}, fast bf16 {(FastBf16 ? "yes" : "no")}, load average {LoadAverageBefore} before, {LoadAverageAfter} after";
+        foreach (var s in Shapes)
+            yield return $"  {s.Shape}: {s.Dtype}, {s.DtypeNote}; {s.Sampling}; {100 * s.StepTokenFraction:F1}% of ids are step tokens, <think> ends the prompt";
+        int labelWidth = rows.Max(r => r.Label.Length);
+        var columns = Shapes.Select(s => rows.Select(r => r.Value(s)).ToList()).ToList();
+        var widths = Shapes.Select((s, i) => Math.Max(s.Shape.Length, columns[i].Max(v => v.Length))).ToList();
+        yield return "";
+        yield return "".PadRight(labelWidth) + string.Concat(Shapes.Select((s, i) => " | " + s.Shape.PadRight(widths[i])));
+        yield return new string('-', labelWidth) + string.Concat(widths.Select(w => "-+-" + new string('-', w)));
+        for (int r = 0; r < rows.Count; r++)
+            yield return rows[r].Label.PadRight(labelWidth) + string.Concat(Shapes.Select((s, i) => " | " + columns[i][r].PadRight(widths[i])));
+    }
+}
 
 public sealed record ShapeReport
 {

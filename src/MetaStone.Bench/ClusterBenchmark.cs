@@ -8,7 +8,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Orleans;
 
-namespace MetaStone.Cli.Cluster;
+namespace MetaStone.Bench;
 
 public sealed record BenchSettings
 {
@@ -134,7 +134,7 @@ public static class ClusterBenchmark
         using var host = await MetaStoneSilo.StartAsync(new SiloSettings
         {
             Name = "bench", Engine = "instant", MaxBatch = 64, ClusterId = "bench-" + Environment.ProcessId,
-            SiloPort = ClusterVerb.FreeLoopbackPort(), GatewayPort = ClusterVerb.FreeLoopbackPort(),
+            SiloPort = LoopbackPort.Free(), GatewayPort = LoopbackPort.Free(),
         }, logging => { }, cancellationToken);
         var client = MetaStoneClient.FromGrainFactory(host.Services.GetRequiredService<IClusterClient>());
         var request = new JobRequest { Prompt = Prompt, K = 32, Sampling = new() { MaxNewTokens = 8 } };

@@ -3,8 +3,9 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using MetaStone.Client;
 using MetaStone.Contracts;
+using MetaStone.Gateway;
 
-namespace MetaStone.Cli.Bench;
+namespace MetaStone.Bench;
 
 /// <summary>Settings of <c>metastone bench gateway</c>.</summary>
 public sealed record GatewayBenchSettings
@@ -74,6 +75,21 @@ public sealed record GatewayBenchReport(string Machine, string LoadAverageBefore
 public static class GatewayBenchmark
 {
     public const double TargetOverheadPercent = 5, TargetStreamingRatio = 0.95;
+    /// <summary>Model id the benchmark's own gateway serves.</summary>
+    public const string ModelId = "bench";
+
+    /// <summary>Starts a gateway over <paramref name="client"/> on a free loopback port in this process, runs <see cref="RunAsync"/> through it, stops it.</summary>
+    public static async Task<GatewayBenchReport> RunWithGatewayAsync(MetaStoneClient client, string clusterDescription, GatewayBenchSettings settings,
+        Action<string> log, CancellationToken cancellationToken)
+    {
+        settings.Validate();
+        var uri = new Uri($"http://127.0.0.1:{LoopbackPort.Free()}");
+        await using var app = OpenAiGateway.Build(client, new GatewayOptions { ModelId = ModelId, Urls = uri.ToString() });
+        await app.StartAsync(cancellationToken);
+        var report = await RunAsync(client, uri, ModelId, clusterDescription, settings, log, cancellationToken);
+        await app.StopAsync(CancellationToken.None);
+        return report;
+    }
 
     public static async Task<GatewayBenchReport> RunAsync(MetaStoneClient client, Uri gateway, string modelId, string clusterDescription,
         GatewayBenchSettings settings, Action<string> log, CancellationToken cancellationToken)

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using MetaStone.Client;
 using MetaStone.Contracts;
 
-namespace MetaStone.Cli.Cluster;
+namespace MetaStone.Bench;
 
 /// <summary>What <c>metastone bench load</c> sends: <see cref="Clients"/> client connections, each with <see cref="JobsPerClient"/> jobs in flight at once.</summary>
 public sealed record LoadSettings
@@ -47,6 +47,25 @@ public sealed record LoadReport(
 public static class LoadBenchmark
 {
     private enum Outcome { Completed, Failed, Busy, Lost }
+
+    /// <summary>
+    /// A cluster on this machine for the run: a private redis-server and <paramref name="silos"/> silo processes with the model, one compute
+    /// thread and 16 batch slots each, all owned by <paramref name="group"/> (killed when it is disposed).
+    /// </summary>
+    public static async Task<ClusterConnection> StartLocalClusterAsync(SiloProcessGroup group, int silos, string modelDirectory, Action<string> log)
+    {
+        if (silos is < 1 or > 16) throw new ArgumentException($"--silos must be 1–16 (got {silos})");
+        string redis = await group.StartRedisAsync();
+        string clusterId = $"load-{Guid.NewGuid():N}"[..16];
+        log($"starting {silos} silo process(es) with {modelDirectory} and a private redis-server at {redis}…");
+        await group.StartSilosAsync(silos, i => new Dictionary<string, string>
+        {
+            ["MetaStone__Name"] = $"load{i}", ["MetaStone__Model"] = modelDirectory, ["MetaStone__Redis"] = redis,
+            ["MetaStone__ClusterId"] = clusterId, ["MetaStone__ServiceId"] = clusterId, ["MetaStone__MaxBatch"] = "16",
+            ["MetaStone__ComputeThreads"] = "1",
+        }, TimeSpan.FromMinutes(3));
+        return new ClusterConnection(redis, clusterId, clusterId);
+    }
 
     public static async Task<LoadReport> RunAsync(ClusterConnection connection, LoadSettings settings, Action<string>? log = null, CancellationToken cancellationToken = default)
     {
