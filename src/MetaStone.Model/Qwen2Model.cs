@@ -242,8 +242,15 @@ public sealed class Qwen2Attention : nn.Module
             : o_proj.forward(attn);
     }
 
+    internal Tensor QkvWeight => _qkv.Weight(recordsGradients: false);
+    internal Tensor? QkvBias => _qkv.Bias(recordsGradients: false);
+    internal Tensor OutWeight => o_proj.weight!;
+    internal int Heads => _heads;
+    internal int KvHeads => _kvHeads;
+    internal int HeadDim => _headDim;
+
     /// <summary>Rows [0, KvLength) of the decoding slots: a slice when they are one run, else a gather.</summary>
-    private static Tensor ReadRows(Tensor cache, AttentionPlan.Decode dec, long b) => dec.FirstSlot is int first
+    internal static Tensor ReadRows(Tensor cache, AttentionPlan.Decode dec, long b) => dec.FirstSlot is int first
         ? cache[TensorIndex.Slice(first, first + b), TensorIndex.Slice(0, dec.KvLength)]
         : cache.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots!);
 
@@ -275,6 +282,9 @@ public sealed class Qwen2Mlp : nn.Module
         down_proj = Qwen2Layers.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
+
+    internal Tensor GateUpWeight => _gateUp.Weight(recordsGradients: false);
+    internal Tensor DownWeight => down_proj.weight!;
 
     /// <summary>x in the weights' dtype → fp32 (a fresh tensor); the gate (SiLU × up) is computed in fp32 and rounded once for down_proj.</summary>
     internal Tensor Forward(Tensor x, LayerContext ctx)
@@ -311,6 +321,11 @@ public sealed class Qwen2DecoderLayer : nn.Module
         post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
+
+    internal Qwen2Attention Attention => self_attn;
+    internal Qwen2Mlp Mlp => mlp;
+    internal RmsNorm InputNorm => input_layernorm;
+    internal RmsNorm PostAttentionNorm => post_attention_layernorm;
 
     /// <param name="x">The residual stream, fp32 whatever the weights' dtype (as llama.cpp keeps it: a bf16 residual
     /// loses the small updates of every layer). Not modified: it may be the SPRM feature.</param>
@@ -390,6 +405,11 @@ public sealed class Qwen2ForCausalLM : nn.Module
         _ropeCos = _ropeCos.DetachFromDisposeScope();
         _ropeSinSigned = _ropeSinSigned.DetachFromDisposeScope();
     }
+
+    internal Qwen2Body Body => model;
+    internal Tensor HeadWeight => lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
+    internal Tensor RopeCos => _ropeCos;
+    internal Tensor RopeSinSigned => _ropeSinSigned;
 
     /// <summary>Longest sequence the precomputed rotary tables cover.</summary>
     public int MaxPositions => (int)_ropeCos.shape[0];
@@ -493,7 +513,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     /// weight rows: B × 32 rows gathered, against a [B, V] matmul. The others keep their bf16 rounding; they enter only the
     /// softmax's normaliser, where their independent errors mostly cancel.
     /// </summary>
-    private static Tensor RefineLikeliest(Tensor logits, Tensor hidden, Tensor headWeight)
+    internal static Tensor RefineLikeliest(Tensor logits, Tensor hidden, Tensor headWeight)
     {
         int refined = (int)Math.Min(RefinedLogits, logits.shape[^1]);
         var flatLogits = logits.reshape(-1, logits.shape[^1]);
@@ -522,6 +542,8 @@ internal sealed class Qwen2Body : nn.Module
     }
 
     public Tensor EmbeddingWeight => embed_tokens.weight!;
+    internal IList<Qwen2DecoderLayer> Layers => layers;
+    internal RmsNorm FinalNorm => norm;
 
     /// <summary>Returns (final-norm output, input of the last layer), both fp32.</summary>
     public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan, LayerContext ctx)
