@@ -5,11 +5,13 @@ using MetaStone.Model.Checkpoints;
 using MetaStone.Model.Generation;
 using MetaStone.Reasoning;
 using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
 
 // Usage:
 //   DecodeBench write DIR                      writes a random Qwen2-0.5B-shape checkpoint (tied, bf16) once
 //   DecodeBench run DIR DTYPE K[,K…] TOKENS R  loads it (timed, peak RSS), then R rounds of each K: decode tok/s
-//   DecodeBench profile DIR DTYPE K[,K…]       per-op-class profile of one decode step (needs WITH_PROFILER)
+//   DecodeBench forward DIR DTYPE K[,K…] R [T]  R rounds of the bare decode forward per K (median ms), T threads
+//   DecodeBench profile DIR DTYPE K[,K…] [T]   per-op-class profile of one decode step (needs WITH_PROFILER), T threads
 // Output: one JSON-ish line per measurement, so runs of two builds can be interleaved by a script and compared as ratios.
 
 var inv = CultureInfo.InvariantCulture;
@@ -27,6 +29,40 @@ if (mode == "write")
     SafeTensors.Save(Path.Combine(dir, "model.safetensors"),
         model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach()), new Dictionary<string, string> { ["format"] = "pt" });
     Console.WriteLine($"wrote {dir} ({new FileInfo(Path.Combine(dir, "model.safetensors")).Length / 1e6:F0} MB)");
+    return;
+}
+
+if (mode == "linear")
+{
+    // Fused vs separate projections at the 0.5B shape's matmul sizes (random weights), alternating, median ms of 31.
+    var linearDtype = TorchSettings.ParseDtype(args[2]);
+    if (args.Length > 4) set_num_threads(int.Parse(args[4], inv));
+    using var linearScope = NewDisposeScope();
+    using var linearNoGrad = no_grad();
+    foreach (int m in args[3].Split(',').Select(int.Parse))
+    {
+        var x = randn(m, 1, 896).to_type(linearDtype);
+        Tensor W(long rows) => (randn(rows, 896) * 0.02).to_type(linearDtype);
+        Tensor[] layersQ = [.. Enumerable.Range(0, 24).Select(_ => W(896))], layersK = [.. Enumerable.Range(0, 24).Select(_ => W(128))], layersV = [.. Enumerable.Range(0, 24).Select(_ => W(128))];
+        Tensor[] layersG = [.. Enumerable.Range(0, 24).Select(_ => W(4864))], layersU = [.. Enumerable.Range(0, 24).Select(_ => W(4864))];
+        Tensor[] fusedQkv = [.. Enumerable.Range(0, 24).Select(i => cat([layersQ[i], layersK[i], layersV[i]], 0))];
+        Tensor[] fusedGu = [.. Enumerable.Range(0, 24).Select(i => cat([layersG[i], layersU[i]], 0))];
+        var bq = zeros(896).to_type(linearDtype); var bk = zeros(128).to_type(linearDtype); var bqkv = zeros(1152).to_type(linearDtype);
+        List<double> qkvSeparate = [], qkvFused = [], guSeparate = [], guFused = [];
+        double Time(Action a) { var t = Stopwatch.StartNew(); a(); return t.Elapsed.TotalMilliseconds; }
+        for (int rep = 0; rep < 31; rep++)
+        {
+            using (NewDisposeScope())
+            {
+                qkvSeparate.Add(Time(() => { for (int i = 0; i < 24; i++) { F.linear(x, layersQ[i], bq); F.linear(x, layersK[i], bk); F.linear(x, layersV[i], bk); } }));
+                qkvFused.Add(Time(() => { for (int i = 0; i < 24; i++) F.linear(x, fusedQkv[i], bqkv); }));
+                guSeparate.Add(Time(() => { for (int i = 0; i < 24; i++) { F.linear(x, layersG[i]); F.linear(x, layersU[i]); } }));
+                guFused.Add(Time(() => { for (int i = 0; i < 24; i++) F.linear(x, fusedGu[i]); }));
+            }
+        }
+        double Median(List<double> v) { v.Sort(); return v[v.Count / 2]; }
+        Console.WriteLine(string.Create(inv, $"{{\"what\":\"linear\",\"dtype\":\"{args[2]}\",\"threads\":{get_num_threads()},\"m\":{m},\"qkvSeparateMs\":{Median(qkvSeparate):F2},\"qkvFusedMs\":{Median(qkvFused):F2},\"gateUpSeparateMs\":{Median(guSeparate):F2},\"gateUpFusedMs\":{Median(guFused):F2}}}"));
+    }
     return;
 }
 
@@ -49,12 +85,29 @@ int[] prompt = [.. Enumerable.Range(0, PromptTokens).Select(_ => random.Next(cfg
 if (mode == "profile")
 {
 #if WITH_PROFILER
+    // Optional intra-op thread count: on an oversubscribed machine one thread keeps OpenMP barriers (a parallel region
+    // waiting for a descheduled thread) out of the per-class times, so their proportions stay comparable.
+    if (args.Length > 4) set_num_threads(int.Parse(args[4], inv));
     foreach (int k in ks)
         Console.WriteLine(MetaStone.Model.Diagnostics.DecodeProfiler.Run(loaded, k, PromptTokens + 16, prompt).ToJson());
     return;
 #else
     throw new InvalidOperationException("built without the profiler (WithProfiler=false)");
 #endif
+}
+
+if (mode == "forward")
+{
+    // The bare decode forward only (no engine, no sampling), median ms per k, in R rounds; optional thread count.
+    int forwardRounds = int.Parse(args[4], inv);
+    if (args.Length > 5) set_num_threads(int.Parse(args[5], inv));
+    for (int round = 0; round < forwardRounds; round++)
+        foreach (int k in ks)
+        {
+            var (ms, tensors) = TimeDecodeForward(loaded, k, PromptTokens + 33, PromptTokens + 16);
+            Console.WriteLine(string.Create(inv, $"{{\"what\":\"forward\",\"dtype\":\"{args[2]}\",\"threads\":{get_num_threads()},\"k\":{k},\"round\":{round},\"forwardMs\":{ms:F2},\"tensorsPerStep\":{tensors}}}"));
+        }
+    return;
 }
 
 int newTokens = int.Parse(args[4], inv);
