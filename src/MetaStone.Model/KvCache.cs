@@ -13,6 +13,8 @@ public sealed class KvCache : IDisposable
 {
     private readonly Tensor[] _keys;
     private readonly Tensor[] _values;
+    private readonly Tensor[] _flatKeys;   // [slots·maxLength, 1, kvHeads, headDim] views of _keys
+    private readonly Tensor[] _flatValues;
 
     public int Slots { get; }
     public int MaxLength { get; }
@@ -30,11 +32,16 @@ public sealed class KvCache : IDisposable
         Dtype = dtype;
         _keys = new Tensor[config.NumHiddenLayers];
         _values = new Tensor[config.NumHiddenLayers];
+        _flatKeys = new Tensor[config.NumHiddenLayers];
+        _flatValues = new Tensor[config.NumHiddenLayers];
         for (int i = 0; i < config.NumHiddenLayers; i++)
         {
             // Long-lived: created outside any dispose scope, owned by this object.
             _keys[i] = zeros([slots, maxLength, config.NumKeyValueHeads, config.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
             _values[i] = zeros([slots, maxLength, config.NumKeyValueHeads, config.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
+            // Made once: a decode step writes its [B, 1, kv, hd] rows into these without a view or reshape per layer.
+            _flatKeys[i] = _keys[i].view(slots * maxLength, 1, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
+            _flatValues[i] = _values[i].view(slots * maxLength, 1, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
         }
     }
 
@@ -43,6 +50,10 @@ public sealed class KvCache : IDisposable
 
     internal Tensor Keys(int layer) => _keys[layer];
     internal Tensor Values(int layer) => _values[layer];
+
+    /// <summary>The layer's keys as [slots·maxLength, 1, kvHeads, headDim]: row slot·maxLength + position.</summary>
+    internal Tensor FlatKeys(int layer) => _flatKeys[layer];
+    internal Tensor FlatValues(int layer) => _flatValues[layer];
 
     /// <summary>Copies positions [0, length) of one slot into other slots (shared-prompt fan-out).</summary>
     public void CopyPrefix(int sourceSlot, IReadOnlyList<int> targetSlots, int length)
@@ -60,6 +71,8 @@ public sealed class KvCache : IDisposable
 
     public void Dispose()
     {
+        foreach (var t in _flatKeys) t.Dispose();
+        foreach (var t in _flatValues) t.Dispose();
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
     }

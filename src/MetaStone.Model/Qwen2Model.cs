@@ -16,22 +16,31 @@ namespace MetaStone.Model;
 public sealed class RmsNorm : nn.Module
 {
     private readonly Parameter weight;
-    private readonly double _eps;
+    private readonly Scalar _eps; // rooted for the module's life (TorchScalars)
+    private readonly bool _weightIsFp32;
 
     public RmsNorm(int size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
     {
         weight = nn.Parameter(ones(size, dtype: dtype, device: device));
-        _eps = eps;
+        _eps = eps.ToScalar();
+        _weightIsFp32 = dtype == ScalarType.Float32;
         RegisterComponents();
     }
 
-    /// <summary>x in any dtype → fp32.</summary>
+    /// <summary>x in fp32 (the residual stream) → fp32.</summary>
+    /// <remarks>Six torch calls (a decode step is dominated by per-call overhead): the same operations in the same order as
+    /// <c>x * rsqrt(mean(x·x) + eps) * w</c>, the intermediate ones in place.</remarks>
     public Tensor Forward(Tensor x)
     {
-        var x32 = x.to_type(ScalarType.Float32);
-        // No implicit Scalars (x.square() is pow(2), "+ eps" converts eps): see TorchScalars.
-        var normed = x32 * rsqrt((x32 * x32).mean([-1], keepdim: true).Plus(_eps));
-        return normed * weight.to_type(ScalarType.Float32);
+        var meanSquare = x.mul(x).mean([-1], keepdim: true);
+        meanSquare.add_(_eps, TorchScalars.One).rsqrt_();
+        return x.mul(meanSquare).mul_(_weightIsFp32 ? weight : weight.to_type(ScalarType.Float32));
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _eps.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -45,6 +54,67 @@ internal static class Qwen2Layers
             hasBias ? new Parameter(empty(outFeatures, dtype: dtype, device: device)) : null);
 }
 
+/// <summary>
+/// Several Linears over the same input whose weights (and biases) are row blocks of one tensor: each Linear's parameters
+/// are views of it, so checkpoints load into them by their Hugging Face names (straight into the fused storage: no
+/// second copy, no concatenation), and inference runs them as one matmul whose output is split by views.
+/// </summary>
+/// <remarks>
+/// With autograd recording (training), gradients have to reach the part parameters, so <see cref="Weight"/> and
+/// <see cref="Bias"/> concatenate them instead (the same values, one copy per forward).
+/// </remarks>
+internal sealed class FusedLinears : IDisposable
+{
+    private readonly Tensor _weight;
+    private readonly Tensor? _bias;
+
+    public Linear[] Parts { get; }
+
+    public FusedLinears(int inFeatures, int[] outFeatures, bool hasBias, ScalarType dtype, Device device, bool initialize)
+    {
+        long rows = outFeatures.Sum();
+        // Long-lived: owned by the module, outside any dispose scope the constructor runs in.
+        _weight = empty(rows, inFeatures, dtype: dtype, device: device).DetachFromDisposeScope();
+        _bias = hasBias ? empty(rows, dtype: dtype, device: device).DetachFromDisposeScope() : null;
+        Parts = new Linear[outFeatures.Length];
+        long offset = 0;
+        for (int i = 0; i < outFeatures.Length; i++)
+        {
+            Parts[i] = nn.Linear(
+                new Parameter(_weight.narrow(0, offset, outFeatures[i])),
+                _bias is null ? null : new Parameter(_bias.narrow(0, offset, outFeatures[i])));
+            if (initialize)
+            {
+                // TorchSharp's default init, drawn in the same order as separate nn.Linears drew it.
+                using var fresh = nn.Linear(inFeatures, outFeatures[i], hasBias: hasBias, device: device, dtype: dtype);
+                using var noGrad = no_grad();
+                Parts[i].weight!.copy_(fresh.weight!);
+                if (hasBias) Parts[i].bias!.copy_(fresh.bias!);
+            }
+            offset += outFeatures[i];
+        }
+    }
+
+    /// <summary>[sum of outputs, in]: the fused storage, or with autograd on the concatenated parts.</summary>
+    public Tensor Weight(bool recordsGradients) => recordsGradients ? cat(Parts.Select(p => (Tensor)p.weight!).ToList(), 0) : _weight;
+
+    public Tensor? Bias(bool recordsGradients) => _bias is null ? null
+        : recordsGradients ? cat(Parts.Select(p => (Tensor)p.bias!).ToList(), 0) : _bias;
+
+    public void Dispose()
+    {
+        _weight.Dispose();
+        _bias?.Dispose();
+    }
+}
+
+/// <summary>What a forward pass's layers share: batch and length, the weights' dtype, whether autograd records.</summary>
+internal readonly record struct LayerContext(long Batch, long Length, ScalarType WeightDtype, bool RecordsGradients)
+{
+    /// <summary>bf16/fp16 weights: activations are cast around the matmuls (fp32 in between).</summary>
+    public bool Mixed => WeightDtype != ScalarType.Float32;
+}
+
 /// <summary>Where the keys and values of one forward pass come from and go to.</summary>
 internal abstract record AttentionPlan
 {
@@ -56,13 +126,14 @@ internal abstract record AttentionPlan
 
     /// <summary>One new token for each of B slots at its own position.</summary>
     /// <param name="FirstSlot">When the slots are one ascending run, its first slot: the cache is then read with a
-    /// view (narrow) instead of an index_select copy of every row.</param>
-    public sealed record Decode(KvCache Cache, Tensor Slots, Tensor FlatIndex, Tensor Mask, int KvLength, int? FirstSlot) : AttentionPlan;
+    /// view (slice) instead of an index_select copy of every row; <paramref name="Slots"/> is null then.</param>
+    public sealed record Decode(KvCache Cache, Tensor? Slots, Tensor FlatIndex, Tensor Mask, int KvLength, int? FirstSlot) : AttentionPlan;
 }
 
 public sealed class Qwen2Attention : nn.Module
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    private readonly FusedLinears _qkv;
     private readonly int _heads, _kvHeads, _headDim, _layer;
 
     public Qwen2Attention(Qwen2Config c, int layer, ScalarType dtype, Device device) : this(c, layer, dtype, device, initialize: true) { }
@@ -74,117 +145,162 @@ public sealed class Qwen2Attention : nn.Module
         _kvHeads = c.NumKeyValueHeads;
         _headDim = c.HeadDim;
         _layer = layer;
-        q_proj = Qwen2Layers.Linear(c.HiddenSize, _heads * _headDim, hasBias: true, dtype, device, initialize);
-        k_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
-        v_proj = Qwen2Layers.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, dtype, device, initialize);
+        // q, k and v as one [(heads + 2·kvHeads)·headDim, hidden] matmul; the parameters keep their names as views.
+        _qkv = new FusedLinears(c.HiddenSize, [_heads * _headDim, _kvHeads * _headDim, _kvHeads * _headDim], hasBias: true, dtype, device, initialize);
+        q_proj = _qkv.Parts[0];
+        k_proj = _qkv.Parts[1];
+        v_proj = _qkv.Parts[2];
         o_proj = Qwen2Layers.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
     /// <param name="x">Normalised input in the weights' dtype [B, T, H].</param>
-    /// <param name="cos">fp32 rotary table rows [B, 1, T, hd] (and <paramref name="sin"/>).</param>
-    /// <returns>The attention block's output in fp32 [B, T, H].</returns>
+    /// <param name="cos">fp32 rotary table rows [B, T, 1, hd] (and <paramref name="sinSigned"/>, see <see cref="Rotary"/>).</param>
+    /// <returns>The attention block's output in fp32 [B, T, H], a fresh tensor (the caller adds the residual in place).</returns>
     /// <remarks>Mixed precision: the projections run in the weights' dtype; RoPE, the attention scores, softmax and the
     /// weighted sum run in fp32. Keys and values are rounded to the KV cache's dtype (the weights' dtype) in every plan,
     /// so a full forward sees exactly the keys and values a cached decode reads back.</remarks>
-    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan)
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sinSigned, AttentionPlan plan, LayerContext ctx)
     {
-        long b = x.shape[0], t = x.shape[1];
-        var storage = x.dtype;
-        var q = q_proj.forward(x).to_type(ScalarType.Float32).view(b, t, _heads, _headDim).transpose(1, 2);
-        var k = k_proj.forward(x).to_type(ScalarType.Float32).view(b, t, _kvHeads, _headDim).transpose(1, 2);
-        var v = v_proj.forward(x).to_type(storage).view(b, t, _kvHeads, _headDim); // [B, T, KV, hd] in the cache dtype
-        q = Rotary.Apply(q, cos, sin);
-        k = Rotary.Apply(k, cos, sin).to_type(storage); // [B, KV, T, hd]
+        long b = ctx.Batch, t = ctx.Length;
+        var storage = ctx.WeightDtype;
+        long qkWidth = (_heads + _kvHeads) * _headDim;
+        // One matmul for q, k and v: [B, T, (heads + 2·kv)·hd] in the weights' dtype.
+        var qkv = F.linear(x, _qkv.Weight(ctx.RecordsGradients), _qkv.Bias(ctx.RecordsGradients));
+        var qkv32 = ctx.Mixed ? qkv.narrow(-1, 0, qkWidth).to_type(ScalarType.Float32) : qkv.narrow(-1, 0, qkWidth);
+        // RoPE on q and k together: [B, T, heads + kv, hd].
+        var qk = Rotary.Apply(qkv32.view(b, t, _heads + _kvHeads, _headDim), cos, sinSigned);
+        var q = qk.narrow(2, 0, _heads);                                               // [B, T, heads, hd] fp32
+        var k = ctx.Mixed ? qk.narrow(2, _heads, _kvHeads).to_type(storage) : qk.narrow(2, _heads, _kvHeads); // [B, T, kv, hd], cache dtype
+        var v = qkv.narrow(-1, qkWidth, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim);                  // [B, T, kv, hd], cache dtype
         int groups = _heads / _kvHeads;
-        Tensor attn;
+        Tensor attn; // [B, T, heads·hd] fp32
         switch (plan)
         {
             case AttentionPlan.Full full:
             {
-                var kk = k.to_type(ScalarType.Float32).repeat_interleave(groups, dim: 1);
-                var vv = v.to_type(ScalarType.Float32).transpose(1, 2).repeat_interleave(groups, dim: 1);
+                var kk = ToFp32(k, ctx).transpose(1, 2).repeat_interleave(groups, dim: 1);
+                var vv = ToFp32(v, ctx).transpose(1, 2).repeat_interleave(groups, dim: 1);
+                var qh = q.transpose(1, 2);
+                Tensor heads;
                 if (full.PaddingMask is null)
                 {
-                    attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
+                    heads = F.scaled_dot_product_attention(qh, kk, vv, is_casual: true);
                 }
                 else
                 {
                     // Causal AND key is not padding; [B, 1, T, T].
                     var causal = ones(t, t, dtype: ScalarType.Bool, device: x.device).tril();
                     var mask = causal.unsqueeze(0) & full.PaddingMask.unsqueeze(1);
-                    attn = F.scaled_dot_product_attention(q, kk, vv, mask.unsqueeze(1));
+                    heads = F.scaled_dot_product_attention(qh, kk, vv, mask.unsqueeze(1));
                 }
+                attn = heads.transpose(1, 2).reshape(b, t, _heads * _headDim);
                 break;
             }
             case AttentionPlan.Prefill pre:
             {
                 var kc = pre.Cache.Keys(_layer)[pre.Slot];
                 var vc = pre.Cache.Values(_layer)[pre.Slot];
-                kc.narrow(0, pre.Start, t).copy_(k[0].transpose(0, 1));
+                kc.narrow(0, pre.Start, t).copy_(k[0]);
                 vc.narrow(0, pre.Start, t).copy_(v[0]);
                 long kvLen = pre.Start + t;
-                var kk = kc.narrow(0, 0, kvLen).to_type(ScalarType.Float32).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
-                var vv = vc.narrow(0, 0, kvLen).to_type(ScalarType.Float32).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var kk = ToFp32(kc.narrow(0, 0, kvLen), ctx).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var vv = ToFp32(vc.narrow(0, 0, kvLen), ctx).transpose(0, 1).unsqueeze(0).repeat_interleave(groups, dim: 1);
+                var qh = q.transpose(1, 2);
+                Tensor heads;
                 if (pre.Start == 0)
                 {
-                    attn = F.scaled_dot_product_attention(q, kk, vv, is_casual: true);
+                    heads = F.scaled_dot_product_attention(qh, kk, vv, is_casual: true);
                 }
                 else
                 {
                     // SDPA's causal flag is top-left aligned; continuing a sequence needs an explicit mask.
                     var rows = TorchScalars.Arange(pre.Start, kvLen, x.device).unsqueeze(1);
                     var cols = TorchScalars.Arange(0, kvLen, x.device).unsqueeze(0);
-                    attn = F.scaled_dot_product_attention(q, kk, vv, (cols <= rows).unsqueeze(0).unsqueeze(0));
+                    heads = F.scaled_dot_product_attention(qh, kk, vv, (cols <= rows).unsqueeze(0).unsqueeze(0));
                 }
+                attn = heads.transpose(1, 2).reshape(b, t, _heads * _headDim);
                 break;
             }
             case AttentionPlan.Decode dec:
             {
-                var kc = dec.Cache.Keys(_layer);
-                var vc = dec.Cache.Values(_layer);
-                long slots = kc.shape[0], maxLen = kc.shape[1];
-                // Write this step's rows: one index_copy_ into the [slots*maxLen, KV, hd] view.
-                kc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, k.squeeze(2));
-                vc.view(slots * maxLen, _kvHeads, _headDim).index_copy_(0, dec.FlatIndex, v.squeeze(1));
-                var kRows = kc.narrow(1, 0, dec.KvLength);
-                var vRows = vc.narrow(1, 0, dec.KvLength);
-                kRows = dec.FirstSlot is int first ? kRows.narrow(0, first, b) : kRows.index_select(0, dec.Slots);
-                vRows = dec.FirstSlot is int first2 ? vRows.narrow(0, first2, b) : vRows.index_select(0, dec.Slots);
-                var kk = kRows.to_type(ScalarType.Float32).permute(0, 2, 1, 3); // [B, KV, L, hd]
-                var vv = vRows.to_type(ScalarType.Float32).permute(0, 2, 1, 3);
+                // Write this step's rows: one index_copy_ each into the cache's flat [slots·maxLen, 1, kv, hd] view.
+                dec.Cache.FlatKeys(_layer).index_copy_(0, dec.FlatIndex, k);
+                dec.Cache.FlatValues(_layer).index_copy_(0, dec.FlatIndex, v);
+                var kk = ToFp32(ReadRows(dec.Cache.Keys(_layer), dec, b), ctx).permute(0, 2, 1, 3); // [B, kv, L, hd]
+                var vv = ToFp32(ReadRows(dec.Cache.Values(_layer), dec, b), ctx).permute(0, 2, 1, 3);
                 // GQA without copying the cache: fold the query heads of one KV group into the query-length axis.
-                var qg = q.reshape(b, _kvHeads, groups, _headDim);
-                attn = F.scaled_dot_product_attention(qg, kk, vv, dec.Mask).reshape(b, _heads, 1, _headDim);
+                var qg = q.view(b, _kvHeads, groups, _headDim);
+                attn = F.scaled_dot_product_attention(qg, kk, vv, dec.Mask).reshape(b, 1, _heads * _headDim);
                 break;
             }
             default:
                 throw new InvalidOperationException("unknown attention plan");
         }
-        return o_proj.forward(attn.transpose(1, 2).reshape(b, t, _heads * _headDim).to_type(storage)).to_type(ScalarType.Float32);
+        return ctx.Mixed
+            ? o_proj.forward(attn.to_type(storage)).to_type(ScalarType.Float32)
+            : o_proj.forward(attn);
+    }
+
+    internal Tensor QkvWeight => _qkv.Weight(recordsGradients: false);
+    internal Tensor? QkvBias => _qkv.Bias(recordsGradients: false);
+    internal Tensor OutWeight => o_proj.weight!;
+    internal int Heads => _heads;
+    internal int KvHeads => _kvHeads;
+    internal int HeadDim => _headDim;
+
+    /// <summary>Rows [0, KvLength) of the decoding slots: a slice when they are one run, else a gather.</summary>
+    internal static Tensor ReadRows(Tensor cache, AttentionPlan.Decode dec, long b) => dec.FirstSlot is int first
+        ? cache[TensorIndex.Slice(first, first + b), TensorIndex.Slice(0, dec.KvLength)]
+        : cache.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots!);
+
+    private static Tensor ToFp32(Tensor x, LayerContext ctx) => ctx.Mixed ? x.to_type(ScalarType.Float32) : x;
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _qkv.Dispose();
+        base.Dispose(disposing);
     }
 }
 
 public sealed class Qwen2Mlp : nn.Module
 {
     private readonly Linear gate_proj, up_proj, down_proj;
+    private readonly FusedLinears _gateUp;
+    private readonly int _intermediate;
 
     public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device) : this(c, dtype, device, initialize: true) { }
 
     /// <param name="initialize">False leaves the weights uninitialised, for a model whose every parameter is loaded next.</param>
     public Qwen2Mlp(Qwen2Config c, ScalarType dtype, Device device, bool initialize) : base(nameof(Qwen2Mlp))
     {
-        gate_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
-        up_proj = Qwen2Layers.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, dtype, device, initialize);
+        _intermediate = c.IntermediateSize;
+        // gate and up as one [2·ffn, hidden] matmul; the parameters keep their names as views.
+        _gateUp = new FusedLinears(c.HiddenSize, [c.IntermediateSize, c.IntermediateSize], hasBias: false, dtype, device, initialize);
+        gate_proj = _gateUp.Parts[0];
+        up_proj = _gateUp.Parts[1];
         down_proj = Qwen2Layers.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, dtype, device, initialize);
         RegisterComponents();
     }
 
-    /// <summary>x in the weights' dtype → fp32; the gate (SiLU × up) is computed in fp32 and rounded once for down_proj.</summary>
-    public Tensor Forward(Tensor x)
+    internal Tensor GateUpWeight => _gateUp.Weight(recordsGradients: false);
+    internal Tensor DownWeight => down_proj.weight!;
+
+    /// <summary>x in the weights' dtype → fp32 (a fresh tensor); the gate (SiLU × up) is computed in fp32 and rounded once for down_proj.</summary>
+    internal Tensor Forward(Tensor x, LayerContext ctx)
     {
-        var gated = F.silu(gate_proj.forward(x).to_type(ScalarType.Float32)) * up_proj.forward(x).to_type(ScalarType.Float32);
-        return down_proj.forward(gated.to_type(x.dtype)).to_type(ScalarType.Float32);
+        var gateUp = F.linear(x, _gateUp.Weight(ctx.RecordsGradients));
+        if (ctx.Mixed) gateUp = gateUp.to_type(ScalarType.Float32);
+        var gated = F.silu(gateUp.narrow(-1, 0, _intermediate)).mul_(gateUp.narrow(-1, _intermediate, _intermediate));
+        return ctx.Mixed
+            ? down_proj.forward(gated.to_type(ctx.WeightDtype)).to_type(ScalarType.Float32)
+            : down_proj.forward(gated);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _gateUp.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -206,21 +322,30 @@ public sealed class Qwen2DecoderLayer : nn.Module
         RegisterComponents();
     }
 
+    internal Qwen2Attention Attention => self_attn;
+    internal Qwen2Mlp Mlp => mlp;
+    internal RmsNorm InputNorm => input_layernorm;
+    internal RmsNorm PostAttentionNorm => post_attention_layernorm;
+
     /// <param name="x">The residual stream, fp32 whatever the weights' dtype (as llama.cpp keeps it: a bf16 residual
-    /// loses the small updates of every layer).</param>
-    /// <param name="weightDtype">The dtype the matmuls run in.</param>
-    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionPlan plan, ScalarType weightDtype)
+    /// loses the small updates of every layer). Not modified: it may be the SPRM feature.</param>
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sinSigned, AttentionPlan plan, LayerContext ctx)
     {
-        var h = x.Plus(self_attn.Forward(input_layernorm.Forward(x).to_type(weightDtype), cos, sin, plan));
-        return h.Plus(mlp.Forward(post_attention_layernorm.Forward(h).to_type(weightDtype)));
+        // The residual adds go into the blocks' fresh outputs (a + x == x + a exactly), never into x.
+        var h = self_attn.Forward(Matmul(input_layernorm.Forward(x), ctx), cos, sinSigned, plan, ctx).add_(x, TorchScalars.One);
+        return mlp.Forward(Matmul(post_attention_layernorm.Forward(h), ctx), ctx).add_(h, TorchScalars.One);
     }
+
+    /// <summary>A normalised fp32 activation as the next matmul's input (rounded once for bf16/fp16 weights).</summary>
+    private static Tensor Matmul(Tensor normed, LayerContext ctx) => ctx.Mixed ? normed.to_type(ctx.WeightDtype) : normed;
 }
 
 /// <summary>Rotary position embedding (rotate-half form, as Hugging Face Qwen2).</summary>
 internal static class Rotary
 {
-    /// <summary>cos/sin tables [maxPositions, headDim] in fp32.</summary>
-    public static (Tensor Cos, Tensor Sin) Tables(int headDim, double theta, int maxPositions, Device device)
+    /// <summary>cos and signed sin tables [maxPositions, headDim] in fp32. The signed sin is −sin on the first half and
+    /// sin on the second, so that rotate_half(x)·sin = roll(x, hd/2)·signedSin exactly (a negation is exact).</summary>
+    public static (Tensor Cos, Tensor SinSigned) Tables(int headDim, double theta, int maxPositions, Device device)
     {
         using var scope = NewDisposeScope();
         // inv_freq = theta^(-2i/d) in float64 on the host: no implicit Scalars (see TorchScalars).
@@ -228,18 +353,15 @@ internal static class Rotary
         var freqs = outer(TorchScalars.Arange(0, maxPositions, CPU, ScalarType.Float64), invFreq);
         var emb = cat([freqs, freqs], dim: -1);
         var cos = emb.cos().to_type(ScalarType.Float32).to(device);
-        var sin = emb.sin().to_type(ScalarType.Float32).to(device);
+        var sin = cat([freqs.sin().neg(), freqs.sin()], dim: -1).to_type(ScalarType.Float32).to(device);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x [B, H, T, hd]; cos/sin [B, 1, T, hd] in x's dtype (fp32).</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    /// <summary>x [..., hd] fp32; cos/signed sin broadcastable to x. x·cos + rotate_half(x)·sin in four torch calls.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sinSigned)
     {
-        long half = x.shape[^1] / 2;
-        var x1 = x.narrow(-1, 0, half);
-        var x2 = x.narrow(-1, half, half);
-        var rotated = cat([x2.neg(), x1], dim: -1);
-        return (x * cos).Plus(rotated * sin); // not "+": its implicit alpha Scalar can be finalised mid-call (TorchScalars)
+        var rotated = x.roll(x.shape[^1] / 2, -1).mul_(sinSigned); // [x2, x1]·[−sin, sin] = [−x2·sin, x1·sin]
+        return x.mul(cos).add_(rotated, TorchScalars.One);          // explicit alpha: see TorchScalars
     }
 }
 
@@ -257,7 +379,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
 {
     private readonly Qwen2Body model;
     private readonly Linear? lm_head;
-    private readonly Tensor _ropeCos, _ropeSin;
+    private readonly Tensor _ropeCos, _ropeSinSigned;
 
     public Qwen2Config Config { get; }
     public ScalarType Dtype { get; }
@@ -279,10 +401,15 @@ public sealed class Qwen2ForCausalLM : nn.Module
         if (!config.TieWordEmbeddings)
             lm_head = Qwen2Layers.Linear(config.HiddenSize, config.VocabSize, hasBias: false, dtype, device, initializeWeights);
         RegisterComponents();
-        (_ropeCos, _ropeSin) = Rotary.Tables(config.HeadDim, config.RopeTheta, ropePositions ?? config.MaxPositionEmbeddings, device);
+        (_ropeCos, _ropeSinSigned) = Rotary.Tables(config.HeadDim, config.RopeTheta, ropePositions ?? config.MaxPositionEmbeddings, device);
         _ropeCos = _ropeCos.DetachFromDisposeScope();
-        _ropeSin = _ropeSin.DetachFromDisposeScope();
+        _ropeSinSigned = _ropeSinSigned.DetachFromDisposeScope();
     }
+
+    internal Qwen2Body Body => model;
+    internal Tensor HeadWeight => lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
+    internal Tensor RopeCos => _ropeCos;
+    internal Tensor RopeSinSigned => _ropeSinSigned;
 
     /// <summary>Longest sequence the precomputed rotary tables cover.</summary>
     public int MaxPositions => (int)_ropeCos.shape[0];
@@ -341,7 +468,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         CheckLength(maxPos + 1);
         int kvLength = (int)maxPos + 1;
         var posT = tensor(positions.ToArray(), device: Device);
-        var slotT = tensor(slots.ToArray(), device: Device);
+        var slotT = contiguous ? null : tensor(slots.ToArray(), device: Device);
         var flatT = tensor(flat, device: Device);
         // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
         var mask = (TorchScalars.Arange(0, kvLength, Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
@@ -356,20 +483,23 @@ public sealed class Qwen2ForCausalLM : nn.Module
 
     private ForwardOutput Run(Tensor inputIds, Tensor positions, AttentionPlan plan, bool allPositions)
     {
+        long b = inputIds.shape[0], t = inputIds.shape[1];
+        // Fused projections read their fused storage unless autograd needs gradients for the part parameters.
+        var ctx = new LayerContext(b, t, Dtype, RecordsGradients: is_grad_enabled());
         // cos/sin gathered per row and position so rows at different positions share one batch; RoPE stays in fp32.
-        var cos = _ropeCos.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1);
-        var sin = _ropeSin.index_select(0, positions.reshape(-1)).view(positions.shape[0], 1, positions.shape[1], -1);
-        var (final, features) = model.Forward(inputIds, cos, sin, plan, Dtype);
+        var flatPositions = positions.reshape(-1);
+        var cos = _ropeCos.index_select(0, flatPositions).view(b, t, 1, -1);
+        var sin = _ropeSinSigned.index_select(0, flatPositions).view(b, t, 1, -1);
+        var (final, features) = model.Forward(inputIds, cos, sin, plan, ctx);
         if (!allPositions)
         {
-            long t = final.shape[1];
-            final = final.narrow(1, t - 1, 1).squeeze(1);
-            features = features.narrow(1, t - 1, 1).squeeze(1);
+            final = final.select(1, t - 1);
+            features = features.select(1, t - 1);
         }
         var headWeight = lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
+        if (!ctx.Mixed) return new ForwardOutput(F.linear(final, headWeight), features);
         var logits = F.linear(final.to_type(Dtype), headWeight).to_type(ScalarType.Float32);
-        if (Dtype != ScalarType.Float32) logits = RefineLikeliest(logits, final, headWeight);
-        return new ForwardOutput(logits, features);
+        return new ForwardOutput(RefineLikeliest(logits, final, headWeight), features);
     }
 
     /// <summary>How many of each row's likeliest logits <see cref="RefineLikeliest"/> recomputes in fp32.</summary>
@@ -383,7 +513,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     /// weight rows: B × 32 rows gathered, against a [B, V] matmul. The others keep their bf16 rounding; they enter only the
     /// softmax's normaliser, where their independent errors mostly cancel.
     /// </summary>
-    private static Tensor RefineLikeliest(Tensor logits, Tensor hidden, Tensor headWeight)
+    internal static Tensor RefineLikeliest(Tensor logits, Tensor hidden, Tensor headWeight)
     {
         int refined = (int)Math.Min(RefinedLogits, logits.shape[^1]);
         var flatLogits = logits.reshape(-1, logits.shape[^1]);
@@ -412,18 +542,21 @@ internal sealed class Qwen2Body : nn.Module
     }
 
     public Tensor EmbeddingWeight => embed_tokens.weight!;
+    internal IList<Qwen2DecoderLayer> Layers => layers;
+    internal RmsNorm FinalNorm => norm;
 
     /// <summary>Returns (final-norm output, input of the last layer), both fp32.</summary>
-    public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan, ScalarType weightDtype)
+    public (Tensor Final, Tensor SprmFeatures) Forward(Tensor inputIds, Tensor cos, Tensor sin, AttentionPlan plan, LayerContext ctx)
     {
-        var x = embed_tokens.forward(inputIds).to_type(ScalarType.Float32);
+        var x = embed_tokens.forward(inputIds);
+        if (ctx.Mixed) x = x.to_type(ScalarType.Float32);
         Tensor features = x;
         for (int i = 0; i < layers.Count; i++)
         {
             if (i == layers.Count - 1) features = x;
             // One dispose scope per layer keeps temporaries from piling up (torchsharp-notes §4).
             using var scope = NewDisposeScope();
-            x = layers[i].Forward(x, cos, sin, plan, weightDtype).MoveToOuterDisposeScope();
+            x = layers[i].Forward(x, cos, sin, plan, ctx).MoveToOuterDisposeScope();
         }
         return (norm.Forward(x), features);
     }
