@@ -124,6 +124,25 @@ public sealed class RequestContractTests
     }
 
     [Fact]
+    public void A_job_record_persisted_before_the_sampling_record_keeps_its_own_sampling()
+    {
+        // The shape a job record had in Redis before SamplingSettings: sampling fields flat in the request, choices as words.
+        const string stored = """
+            {"request":{"prompt":"2+2?","effort":"high","k":null,"thinkingBudget":64,"maxNewTokens":300,"temperature":0.3,
+             "topP":0.9,"repetitionPenalty":1.2,"selection":"majority","seed":7},"k":32,"state":"running","runs":1}
+            """;
+        var request = JobJson.Read<JobRecord>(stored).Request!;
+        Assert.Equal(new SamplingSettings { ThinkingBudget = 64, MaxNewTokens = 300, Temperature = 0.3, TopP = 0.9, RepetitionPenalty = 1.2 }, request.Sampling);
+        Assert.Equal((ReasoningEffort?)ReasoningEffort.High, request.Effort);
+        Assert.Equal(WinnerSelection.Majority, request.Selection);
+        Assert.Equal(7, request.Seed);
+        // Written back, it takes today's shape: one nested sampling object, nothing flat.
+        using var rewritten = JsonDocument.Parse(JobJson.Write(request));
+        Assert.Equal(300, rewritten.RootElement.GetProperty("sampling").GetProperty("maxNewTokens").GetInt32());
+        Assert.False(rewritten.RootElement.TryGetProperty("maxNewTokens", out _));
+    }
+
+    [Fact]
     public void A_persisted_record_reads_back_equal()
     {
         var result = SampleResult();
