@@ -8,12 +8,21 @@ namespace MetaStone.Grains.Durability;
 /// <summary>The JSON form of persisted records (grain state in Redis or files): camelCase, readable with redis-cli.</summary>
 public static class JobJson
 {
-    public static JsonSerializerOptions Options { get; } = new()
+    public static JsonSerializerOptions Options { get; } = CreateOptions(readFlatSampling: true);
+
+    /// <summary>The record format; <paramref name="readFlatSampling"/> adds the reader of requests persisted before the
+    /// sampling record (<see cref="FlatSamplingJobRequestReader"/>, which itself uses the options without it).</summary>
+    internal static JsonSerializerOptions CreateOptions(bool readFlatSampling)
     {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase), new FlatSamplingJobRequestReader() },
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+        var options = new JsonSerializerOptions
+        {
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+            NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        };
+        if (readFlatSampling) options.Converters.Add(new FlatSamplingJobRequestReader());
+        return options;
+    }
 
     public static string Write<T>(T value) => JsonSerializer.Serialize(value, Options);
     public static T Read<T>(string json) => JsonSerializer.Deserialize<T>(json, Options) ?? throw new InvalidDataException($"stored {typeof(T).Name} is null");
@@ -42,12 +51,7 @@ internal sealed class FlatSamplingJobRequestReader : JsonConverter<JobRequest>
     private static readonly string[] FlatSamplingFields = ["maxNewTokens", "thinkingBudget", "temperature", "topP", "repetitionPenalty"];
 
     // The same options without this converter, so the nested read and every write take the ordinary path.
-    private static readonly JsonSerializerOptions Plain = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+    private static readonly JsonSerializerOptions Plain = JobJson.CreateOptions(readFlatSampling: false);
 
     public override JobRequest? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
