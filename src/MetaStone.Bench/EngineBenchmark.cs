@@ -293,7 +293,7 @@ public sealed class EngineBenchmark(BenchModelShape shape, EngineBenchSettings s
     /// <summary>Median seconds of one bare <see cref="Qwen2ForCausalLM.Decode"/> call for <paramref name="batch"/> rows at <paramref name="position"/>.</summary>
     private static double TimeDecodeForward(Qwen2ForCausalLM model, int batch, int maxLength, int position)
     {
-        using var cache = new KvCache(model.Config, batch, maxLength, CPU, model.Dtype);
+        using var cache = new KvCache(model.Config, batch, maxLength, CPU, model.KvDtype);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = randint(model.Config.VocabSize, [batch], dtype: ScalarType.Int64);

@@ -1,4 +1,5 @@
 using MetaStone.Model.Checkpoints;
+using MetaStone.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -109,10 +110,36 @@ internal sealed class FusedLinears : IDisposable
 }
 
 /// <summary>What a forward pass's layers share: batch and length, the weights' dtype, whether autograd records.</summary>
-internal readonly record struct LayerContext(long Batch, long Length, ScalarType WeightDtype, bool RecordsGradients)
+/// <param name="HostKernelsAllowed">The model allows <see cref="HostLinear"/> (<see cref="Qwen2ForCausalLM.UseHostKernels"/>) and
+/// runs on the CPU.</param>
+/// <param name="Decoding">One new token per row (the decode plan): the batch decides where the matmuls run.</param>
+internal readonly record struct LayerContext(long Batch, long Length, ScalarType WeightDtype, bool RecordsGradients, bool HostKernelsAllowed, ScalarType KvDtype, bool Decoding)
 {
     /// <summary>bf16/fp16 weights: activations are cast around the matmuls (fp32 in between).</summary>
     public bool Mixed => WeightDtype != ScalarType.Float32;
+
+    /// <summary>Keys and values are stored rounded to a narrower dtype than the fp32 attention math.</summary>
+    public bool NarrowKv => KvDtype != ScalarType.Float32;
+
+    /// <summary>The matmuls of this pass run in <see cref="HostLinear"/>: CPU inference, and for a decode step a batch the
+    /// kernel is faster at (<see cref="HostLinear.DecodeMaxRows"/>).</summary>
+    public bool HostKernels => HostKernelsAllowed && !RecordsGradients && HostLinear.IsSupported
+        && (!Decoding || Batch * Length <= HostLinear.DecodeMaxRows(WeightDtype));
+}
+
+/// <summary>Every matmul of the decoder: fp32 activations in, fp32 out, whatever the weights' dtype.</summary>
+internal static class Qwen2Projection
+{
+    /// <summary><c>x·Wᵀ + b</c>: in <see cref="HostLinear"/> when the pass takes it (exact bf16 weights times unrounded
+    /// activations), else in torch, where bf16/fp16 weights need the activations rounded to their dtype and return
+    /// a rounded result.</summary>
+    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx)
+    {
+        if (ctx.HostKernels && HostLinear.Takes(weight)) return HostLinear.Forward(x, weight, bias);
+        return ctx.Mixed
+            ? F.linear(x.to_type(ctx.WeightDtype), weight, bias).to_type(ScalarType.Float32)
+            : F.linear(x, weight, bias);
+    }
 }
 
 /// <summary>Where the keys and values of one forward pass come from and go to.</summary>
@@ -154,25 +181,25 @@ public sealed class Qwen2Attention : nn.Module
         RegisterComponents();
     }
 
-    /// <param name="x">Normalised input in the weights' dtype [B, T, H].</param>
+    /// <param name="x">Normalised input, fp32 [B, T, H].</param>
     /// <param name="cos">fp32 rotary table rows [B, T, 1, hd] (and <paramref name="sinSigned"/>, see <see cref="Rotary"/>).</param>
     /// <returns>The attention block's output in fp32 [B, T, H], a fresh tensor (the caller adds the residual in place).</returns>
     /// <remarks>Mixed precision: the projections run in the weights' dtype; RoPE, the attention scores, softmax and the
     /// weighted sum run in fp32. Keys and values are rounded to the KV cache's dtype (the weights' dtype) in every plan,
-    /// so a full forward sees exactly the keys and values a cached decode reads back.</remarks>
+    /// so a full forward sees exactly the keys and values a cached decode reads back (<see cref="Qwen2ForCausalLM.KvDtype"/>).</remarks>
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sinSigned, AttentionPlan plan, LayerContext ctx)
     {
         long b = ctx.Batch, t = ctx.Length;
-        var storage = ctx.WeightDtype;
+        var storage = ctx.KvDtype;
         long qkWidth = (_heads + _kvHeads) * _headDim;
-        // One matmul for q, k and v: [B, T, (heads + 2·kv)·hd] in the weights' dtype.
-        var qkv = F.linear(x, _qkv.Weight(ctx.RecordsGradients), _qkv.Bias(ctx.RecordsGradients));
-        var qkv32 = ctx.Mixed ? qkv.narrow(-1, 0, qkWidth).to_type(ScalarType.Float32) : qkv.narrow(-1, 0, qkWidth);
+        // One matmul for q, k and v: [B, T, (heads + 2·kv)·hd], fp32.
+        var qkv = Qwen2Projection.Apply(x, _qkv.Weight(ctx.RecordsGradients), _qkv.Bias(ctx.RecordsGradients), ctx);
         // RoPE on q and k together: [B, T, heads + kv, hd].
-        var qk = Rotary.Apply(qkv32.view(b, t, _heads + _kvHeads, _headDim), cos, sinSigned);
+        var qk = Rotary.Apply(qkv.narrow(-1, 0, qkWidth).view(b, t, _heads + _kvHeads, _headDim), cos, sinSigned);
         var q = qk.narrow(2, 0, _heads);                                               // [B, T, heads, hd] fp32
-        var k = ctx.Mixed ? qk.narrow(2, _heads, _kvHeads).to_type(storage) : qk.narrow(2, _heads, _kvHeads); // [B, T, kv, hd], cache dtype
-        var v = qkv.narrow(-1, qkWidth, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim);                  // [B, T, kv, hd], cache dtype
+        var k = ctx.NarrowKv ? qk.narrow(2, _heads, _kvHeads).to_type(storage) : qk.narrow(2, _heads, _kvHeads); // [B, T, kv, hd], cache dtype
+        var v = qkv.narrow(-1, qkWidth, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim);
+        if (ctx.NarrowKv) v = v.to_type(storage);                                         // [B, T, kv, hd], cache dtype
         int groups = _heads / _kvHeads;
         Tensor attn; // [B, T, heads·hd] fp32
         switch (plan)
@@ -237,9 +264,7 @@ public sealed class Qwen2Attention : nn.Module
             default:
                 throw new InvalidOperationException("unknown attention plan");
         }
-        return ctx.Mixed
-            ? o_proj.forward(attn.to_type(storage)).to_type(ScalarType.Float32)
-            : o_proj.forward(attn);
+        return Qwen2Projection.Apply(attn, o_proj.weight!, null, ctx);
     }
 
     internal Tensor QkvWeight => _qkv.Weight(recordsGradients: false);
@@ -254,7 +279,7 @@ public sealed class Qwen2Attention : nn.Module
         ? cache[TensorIndex.Slice(first, first + b), TensorIndex.Slice(0, dec.KvLength)]
         : cache.narrow(1, 0, dec.KvLength).index_select(0, dec.Slots!);
 
-    private static Tensor ToFp32(Tensor x, LayerContext ctx) => ctx.Mixed ? x.to_type(ScalarType.Float32) : x;
+    private static Tensor ToFp32(Tensor x, LayerContext ctx) => ctx.NarrowKv ? x.to_type(ScalarType.Float32) : x;
 
     protected override void Dispose(bool disposing)
     {
@@ -286,15 +311,12 @@ public sealed class Qwen2Mlp : nn.Module
     internal Tensor GateUpWeight => _gateUp.Weight(recordsGradients: false);
     internal Tensor DownWeight => down_proj.weight!;
 
-    /// <summary>x in the weights' dtype → fp32 (a fresh tensor); the gate (SiLU × up) is computed in fp32 and rounded once for down_proj.</summary>
+    /// <summary>x fp32 → fp32 (a fresh tensor); the gate (SiLU × up) is computed in fp32.</summary>
     internal Tensor Forward(Tensor x, LayerContext ctx)
     {
-        var gateUp = F.linear(x, _gateUp.Weight(ctx.RecordsGradients));
-        if (ctx.Mixed) gateUp = gateUp.to_type(ScalarType.Float32);
+        var gateUp = Qwen2Projection.Apply(x, _gateUp.Weight(ctx.RecordsGradients), null, ctx);
         var gated = F.silu(gateUp.narrow(-1, 0, _intermediate)).mul_(gateUp.narrow(-1, _intermediate, _intermediate));
-        return ctx.Mixed
-            ? down_proj.forward(gated.to_type(ctx.WeightDtype)).to_type(ScalarType.Float32)
-            : down_proj.forward(gated);
+        return Qwen2Projection.Apply(gated, down_proj.weight!, null, ctx);
     }
 
     protected override void Dispose(bool disposing)
@@ -332,12 +354,9 @@ public sealed class Qwen2DecoderLayer : nn.Module
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sinSigned, AttentionPlan plan, LayerContext ctx)
     {
         // The residual adds go into the blocks' fresh outputs (a + x == x + a exactly), never into x.
-        var h = self_attn.Forward(Matmul(input_layernorm.Forward(x), ctx), cos, sinSigned, plan, ctx).add_(x, TorchScalars.One);
-        return mlp.Forward(Matmul(post_attention_layernorm.Forward(h), ctx), ctx).add_(h, TorchScalars.One);
+        var h = self_attn.Forward(input_layernorm.Forward(x), cos, sinSigned, plan, ctx).add_(x, TorchScalars.One);
+        return mlp.Forward(post_attention_layernorm.Forward(h), ctx).add_(h, TorchScalars.One);
     }
-
-    /// <summary>A normalised fp32 activation as the next matmul's input (rounded once for bf16/fp16 weights).</summary>
-    private static Tensor Matmul(Tensor normed, LayerContext ctx) => ctx.Mixed ? normed.to_type(ctx.WeightDtype) : normed;
 }
 
 /// <summary>Rotary position embedding (rotate-half form, as Hugging Face Qwen2).</summary>
@@ -411,6 +430,25 @@ public sealed class Qwen2ForCausalLM : nn.Module
     internal Tensor RopeCos => _ropeCos;
     internal Tensor RopeSinSigned => _ropeSinSigned;
 
+    /// <summary>
+    /// Whether inference passes of few rows (decoding) run their matmuls in the hand-written CPU kernel
+    /// (<see cref="HostLinear"/>: exact bf16 weights times fp32 activations) instead of torch. On by default; off gives
+    /// torch's kernels everywhere (and torch's bf16 rounding of matmul inputs and outputs). No effect off the CPU or
+    /// without AVX-512, where torch runs every matmul.
+    /// </summary>
+    public bool UseHostKernels { get; set; } = true;
+
+    internal bool HostKernelsAllowed => UseHostKernels && Device.type == DeviceType.CPU;
+
+    /// <summary>
+    /// The dtype keys and values are kept in (a <see cref="KvCache"/> for this model must have it; a full forward rounds
+    /// them to it too, so it computes what a cached decode computes). fp32 on the CPU whatever the weights: attention
+    /// runs in fp32 there, so a bf16 cache was widened again at every step for every cached position, and rounding keys
+    /// and values to bf16 was the largest error left in the bf16 path once the matmuls were exact (measured on the
+    /// fixtures: worst top-5 |Δp| 1.2e-3 / 6.0e-3 with a bf16 cache). Elsewhere (GPU memory is the limit) the weights' dtype.
+    /// </summary>
+    public ScalarType KvDtype => Device.type == DeviceType.CPU ? ScalarType.Float32 : Dtype;
+
     /// <summary>Longest sequence the precomputed rotary tables cover.</summary>
     public int MaxPositions => (int)_ropeCos.shape[0];
 
@@ -443,6 +481,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     public ForwardOutput Prefill(Tensor inputIds, KvCache cache, int slot, int start, bool allPositions = false)
     {
         if (inputIds.shape[0] != 1) throw new ArgumentException("prefill takes one sequence ([1, T])", nameof(inputIds));
+        CheckCache(cache);
         long t = inputIds.shape[1];
         if (start + t > cache.MaxLength)
             throw new ArgumentException($"sequence of {start + t} tokens exceeds the cache length {cache.MaxLength}");
@@ -454,6 +493,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     /// <summary>One decode step: token <paramref name="inputIds"/>[i] at position <paramref name="positions"/>[i] of slot <paramref name="slots"/>[i].</summary>
     public ForwardOutput Decode(Tensor inputIds, KvCache cache, ReadOnlySpan<long> slots, ReadOnlySpan<long> positions)
     {
+        CheckCache(cache);
         int b = slots.Length;
         long maxPos = 0;
         bool contiguous = true;
@@ -475,6 +515,12 @@ public sealed class Qwen2ForCausalLM : nn.Module
         return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false);
     }
 
+    private void CheckCache(KvCache cache)
+    {
+        if (cache.Dtype != KvDtype)
+            throw new ArgumentException($"the KV cache holds {TorchSettings.DtypeName(cache.Dtype)} but this model keeps keys and values in {TorchSettings.DtypeName(KvDtype)} (create it with the model's KvDtype)", nameof(cache));
+    }
+
     private void CheckLength(long length)
     {
         if (length > MaxPositions)
@@ -485,11 +531,13 @@ public sealed class Qwen2ForCausalLM : nn.Module
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         // Fused projections read their fused storage unless autograd needs gradients for the part parameters.
-        var ctx = new LayerContext(b, t, Dtype, RecordsGradients: is_grad_enabled());
+        var ctx = new LayerContext(b, t, Dtype, RecordsGradients: is_grad_enabled(), HostKernelsAllowed, KvDtype, Decoding: plan is AttentionPlan.Decode);
         // cos/sin gathered per row and position so rows at different positions share one batch; RoPE stays in fp32.
         var flatPositions = positions.reshape(-1);
         var cos = _ropeCos.index_select(0, flatPositions).view(b, t, 1, -1);
         var sin = _ropeSinSigned.index_select(0, flatPositions).view(b, t, 1, -1);
+        // Torch on one thread while the kernel team runs the matmuls (HostKernelPass); `default` is no scope.
+        using var hostPass = ctx.HostKernels ? HostKernelPass.Begin() : default;
         var (final, features) = model.Forward(inputIds, cos, sin, plan, ctx);
         if (!allPositions)
         {
@@ -497,9 +545,16 @@ public sealed class Qwen2ForCausalLM : nn.Module
             features = features.select(1, t - 1);
         }
         var headWeight = lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
-        if (!ctx.Mixed) return new ForwardOutput(F.linear(final, headWeight), features);
-        var logits = F.linear(final.to_type(Dtype), headWeight).to_type(ScalarType.Float32);
-        return new ForwardOutput(RefineLikeliest(logits, final, headWeight), features);
+        return new ForwardOutput(HeadLogits(final, headWeight, ctx with { Length = allPositions ? t : 1 }), features);
+    }
+
+    /// <summary>fp32 logits of fp32 final hidden states: exact in the host kernel, else a torch matmul (refined when it
+    /// rounds, see <see cref="RefineLikeliest"/>).</summary>
+    internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx)
+    {
+        var logits = Qwen2Projection.Apply(final, headWeight, null, ctx);
+        bool rounded = ctx.Mixed && !(ctx.HostKernels && HostLinear.Takes(headWeight));
+        return rounded ? RefineLikeliest(logits, final, headWeight) : logits;
     }
 
     /// <summary>How many of each row's likeliest logits <see cref="RefineLikeliest"/> recomputes in fp32.</summary>

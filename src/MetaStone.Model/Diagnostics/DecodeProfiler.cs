@@ -44,8 +44,9 @@ public static class DecodeProfiler
         var c = model.Config;
         var dtype = model.Dtype;
         bool mixed = dtype != ScalarType.Float32;
+        bool narrowKv = model.KvDtype != ScalarType.Float32;
         int maxLength = position + 2;
-        using var cache = new KvCache(c, batch, maxLength, model.Device, dtype);
+        using var cache = new KvCache(c, batch, maxLength, model.Device, model.KvDtype);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         // A cache filled to the step's position: the prompt prefilled into slot 0 and copied to the others, then random tokens.
@@ -66,37 +67,34 @@ public static class DecodeProfiler
 
         // Activations at the step's shapes.
         long h = c.HiddenSize, ffn = c.IntermediateSize;
+        // The matmuls exactly as the decoder runs them (host kernel or torch, with its casts).
+        var stepContext = new LayerContext(batch, 1, dtype, RecordsGradients: false, model.HostKernelsAllowed, model.KvDtype, Decoding: true);
         var x32 = randn(batch, 1, h, device: model.Device);
-        var xIn = x32.to_type(dtype);
-        var attnIn = randn(batch, 1, c.NumAttentionHeads * c.HeadDim, device: model.Device).to_type(dtype);
-        var gatedIn = randn(batch, 1, ffn, device: model.Device).to_type(dtype);
+        var xIn = x32;
+        var attnIn = randn(batch, 1, c.NumAttentionHeads * c.HeadDim, device: model.Device);
+        var gatedIn = randn(batch, 1, ffn, device: model.Device);
         var layers = model.Body.Layers;
 
         double matmuls = Median(repetitions, () =>
         {
             foreach (var layer in layers)
             {
-                F.linear(xIn, layer.Attention.QkvWeight, layer.Attention.QkvBias);
-                F.linear(attnIn, layer.Attention.OutWeight);
-                F.linear(xIn, layer.Mlp.GateUpWeight);
-                F.linear(gatedIn, layer.Mlp.DownWeight);
+                Qwen2Projection.Apply(xIn, layer.Attention.QkvWeight, layer.Attention.QkvBias, stepContext);
+                Qwen2Projection.Apply(attnIn, layer.Attention.OutWeight, null, stepContext);
+                Qwen2Projection.Apply(xIn, layer.Mlp.GateUpWeight, null, stepContext);
+                Qwen2Projection.Apply(gatedIn, layer.Mlp.DownWeight, null, stepContext);
             }
         });
 
         var final32 = randn(batch, h, device: model.Device);
-        double lmHead = Median(repetitions, () =>
-        {
-            if (!mixed) { F.linear(final32, model.HeadWeight); return; }
-            var l = F.linear(final32.to_type(dtype), model.HeadWeight).to_type(ScalarType.Float32);
-            Qwen2ForCausalLM.RefineLikeliest(l, final32, model.HeadWeight);
-        });
+        double lmHead = Median(repetitions, () => Qwen2ForCausalLM.HeadLogits(final32, model.HeadWeight, stepContext));
 
         // The decode attention plan as Qwen2Attention runs it, with this step's index tensors.
         var first = layers[0].Attention;
         int heads = first.Heads, kvHeads = first.KvHeads, headDim = first.HeadDim, groups = heads / kvHeads;
         var q = randn(batch, 1, heads, headDim, device: model.Device);
-        var k = randn(batch, 1, kvHeads, headDim, device: model.Device).to_type(dtype);
-        var v = randn(batch, 1, kvHeads, headDim, device: model.Device).to_type(dtype);
+        var k = randn(batch, 1, kvHeads, headDim, device: model.Device).to_type(model.KvDtype);
+        var v = randn(batch, 1, kvHeads, headDim, device: model.Device).to_type(model.KvDtype);
         var posT = tensor(positions, device: model.Device);
         var flatT = tensor(slots.Select((s, i) => s * maxLength + positions[i]).ToArray(), device: model.Device);
         var mask = (TorchScalars.Arange(0, position + 1, model.Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
@@ -109,8 +107,8 @@ public static class DecodeProfiler
                 cache.FlatValues(layer).index_copy_(0, flatT, v);
                 var kRows = Qwen2Attention.ReadRows(cache.Keys(layer), plan, batch);
                 var vRows = Qwen2Attention.ReadRows(cache.Values(layer), plan, batch);
-                var kk = (mixed ? kRows.to_type(ScalarType.Float32) : kRows).permute(0, 2, 1, 3);
-                var vv = (mixed ? vRows.to_type(ScalarType.Float32) : vRows).permute(0, 2, 1, 3);
+                var kk = (narrowKv ? kRows.to_type(ScalarType.Float32) : kRows).permute(0, 2, 1, 3);
+                var vv = (narrowKv ? vRows.to_type(ScalarType.Float32) : vRows).permute(0, 2, 1, 3);
                 F.scaled_dot_product_attention(q.view(batch, kvHeads, groups, headDim), kk, vv, mask).reshape(batch, 1, heads * headDim);
             }
         });
@@ -127,32 +125,35 @@ public static class DecodeProfiler
 
         // Everything between the matmuls that is not attention or a norm, per layer, as the layer runs it.
         long qkWidth = (heads + kvHeads) * headDim;
-        var qkvOut = randn(batch, 1, qkWidth + kvHeads * headDim, device: model.Device).to_type(dtype);
+        // bf16 through torch rounds each matmul's input and widens its output; the host kernel takes and returns fp32.
+        bool castsAroundMatmuls = mixed && !stepContext.HostKernels;
+        var qkvOut = randn(batch, 1, qkWidth + kvHeads * headDim, device: model.Device).to_type(castsAroundMatmuls ? dtype : ScalarType.Float32);
         var cos = model.RopeCos.index_select(0, posT).view(batch, 1, 1, -1);
         var sin = model.RopeSinSigned.index_select(0, posT).view(batch, 1, 1, -1);
-        var gateUpOut = randn(batch, 1, 2 * ffn, device: model.Device).to_type(dtype);
-        var blockOut = randn(batch, 1, h, device: model.Device).to_type(dtype);
+        var gateUpOut = randn(batch, 1, 2 * ffn, device: model.Device).to_type(castsAroundMatmuls ? dtype : ScalarType.Float32);
+        var blockOut = randn(batch, 1, h, device: model.Device).to_type(castsAroundMatmuls ? dtype : ScalarType.Float32);
         double elementwise = Median(repetitions, () =>
         {
             for (int layer = 0; layer < layers.Count; layer++)
             {
-                if (mixed) { x32.to_type(dtype); x32.to_type(dtype); }
-                var qkv32 = mixed ? qkvOut.narrow(-1, 0, qkWidth).to_type(ScalarType.Float32) : qkvOut.narrow(-1, 0, qkWidth);
+                if (castsAroundMatmuls) { x32.to_type(dtype); x32.to_type(dtype); }
+                var qkv32 = castsAroundMatmuls ? qkvOut.narrow(-1, 0, qkWidth).to_type(ScalarType.Float32) : qkvOut.narrow(-1, 0, qkWidth);
                 var qk = Rotary.Apply(qkv32.view(batch, 1, heads + kvHeads, headDim), cos, sin);
                 qk.narrow(2, 0, heads);
                 var kPart = qk.narrow(2, heads, kvHeads);
-                if (mixed) kPart.to_type(dtype);
-                qkvOut.narrow(-1, qkWidth, kvHeads * headDim).view(batch, 1, kvHeads, headDim);
-                var gu = mixed ? gateUpOut.to_type(ScalarType.Float32) : gateUpOut.clone();
+                if (narrowKv) kPart.to_type(model.KvDtype);
+                var vPart = qkvOut.narrow(-1, qkWidth, kvHeads * headDim).view(batch, 1, kvHeads, headDim);
+                if (narrowKv && !castsAroundMatmuls) vPart.to_type(model.KvDtype); // fp32 matmul output rounded for the cache
+                var gu = castsAroundMatmuls ? gateUpOut.to_type(ScalarType.Float32) : gateUpOut.clone();
                 var gated = F.silu(gu.narrow(-1, 0, ffn)).mul_(gu.narrow(-1, ffn, ffn));
-                if (mixed) gated.to_type(dtype);
-                var attnOut = mixed ? blockOut.to_type(ScalarType.Float32) : x32.clone();
+                if (castsAroundMatmuls) gated.to_type(dtype);
+                var attnOut = castsAroundMatmuls ? blockOut.to_type(ScalarType.Float32) : x32.clone();
                 attnOut.add_(x32, TorchScalars.One);
-                var mlpOut = mixed ? blockOut.to_type(ScalarType.Float32) : x32.clone();
+                var mlpOut = castsAroundMatmuls ? blockOut.to_type(ScalarType.Float32) : x32.clone();
                 mlpOut.add_(attnOut, TorchScalars.One);
             }
         });
-        if (!mixed)
+        if (!castsAroundMatmuls)
         {
             // fp32 has no casts: the clones above stand in for the fresh block outputs the adds write into; take them out.
             double clones = Median(repetitions, () => { for (int layer = 0; layer < layers.Count; layer++) { gateUpOut.clone(); x32.clone(); x32.clone(); } });

@@ -45,7 +45,7 @@ internal sealed class ModelRunner : IDisposable
         _model = model;
         _head = head;
         _maxLength = maxLength;
-        _cache = new KvCache(model.Config, slots, maxLength, model.Device, model.Dtype);
+        _cache = new KvCache(model.Config, slots, maxLength, model.Device, model.KvDtype);
         _history = zeros([slots, maxLength], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
     }
 

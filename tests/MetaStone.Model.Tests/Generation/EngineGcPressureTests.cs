@@ -24,7 +24,7 @@ public sealed class EngineGcPressureTests
         using var model = ReflectiveModel.Load(TinyModel, new ModelLoadOptions { MaxBatch = 4, MaxSequenceLength = 64 });
         var net = model.Model;
         var prompt = model.EncodePrompt("Compute 47 + 85 - 29 * 3 from left to right.");
-        using var cache = new KvCache(net.Config, 4, 64, net.Device, net.Dtype);
+        using var cache = new KvCache(net.Config, 4, 64, net.Device, net.KvDtype);
         int failures = 0, passes = 0;
         string? firstError = null;
         using (GcPressure.Start(out var collections))

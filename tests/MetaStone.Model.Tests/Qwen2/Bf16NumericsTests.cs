@@ -1,32 +1,33 @@
 using MetaStone.Model.Checkpoints;
+using MetaStone.Model.Kernels;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace MetaStone.Model.Tests.Qwen2;
 
 /// <summary>
-/// The bf16 path against a reference that uses the same bf16-rounded weights but computes in fp32 (our fp32 path,
-/// which matches the float64 reference to 1e-7): what is left is the error of computing in bf16 (issue 13).
+/// The bf16 path against a reference that uses the same bf16-rounded weights but computes in fp32 through torch's
+/// kernels (our fp32 path, which matches the float64 reference to 1e-7): what is left is the error of computing with
+/// bf16 weights (issue 13: ≤ 5e-4, llama.cpp's figure).
 /// </summary>
 /// <remarks>
-/// Issue 13 asks for ≤ 5e-4 (llama.cpp's figure on a random 0.5B-shape checkpoint, whose distributions are flat). The
-/// tiny fixtures are far more peaked (logits up to 12 and 48), and there even llama.cpp's own semantics — activations
-/// rounded to bf16 at every matmul input, fp32 accumulation and output, fp32 keys/values — measured 5.4e-3 and 1.1e-2
-/// (emulated in our model with fp32 matmuls on bf16-rounded inputs). Measured on these fixtures: 1.15e-2 / 2.33e-2 before
-/// the mixed-precision forward (bf16 residual stream, bf16 logits), 5.1e-3 / 2.2e-2 after. The bounds below sit just
-/// above the latter: they catch a regression to the old path, not the 5e-4 target, which bf16 activations cannot reach
-/// here. (On a Hugging-Face-initialised model both paths are near 1e-6: an absolute |Δp| says nothing on flat
-/// distributions.)
+/// Measured on these fixtures (worst top-5 |Δp|, plain / tied): bf16 residual stream and bf16 logits 1.15e-2 / 2.33e-2;
+/// fp32 residual stream, norms, softmax and refined logits 5.1e-3 / 2.2e-2; llama.cpp's semantics (activations rounded
+/// to bf16 at every matmul input, fp32 keys and values) emulated in our model 5.4e-3 / 1.1e-2; with the host kernel
+/// (exact bf16 weights times unrounded activations, no rounding of outputs) and an fp32 KV cache, the full forward is
+/// the fp32 computation up to summation order. Decode batches of more than four rows still run oneDNN's bf16 matmuls
+/// (rounded activations and outputs, for throughput): <see cref="Bf16BatchedDecodeStaysNearTheReference"/> bounds those.
 /// </remarks>
 public sealed class Bf16NumericsTests(ITestOutputHelper output)
 {
 
-    /// <summary>The fixture's weights rounded to bf16, loaded into a model of <paramref name="dtype"/>.</summary>
+    /// <summary>The fixture's weights rounded to bf16, loaded into a model of <paramref name="dtype"/>; an fp32 model
+    /// runs torch's kernels (an independent summation from the host kernel's).</summary>
     internal static Qwen2ForCausalLM LoadBf16RoundedModel(string fixture, ScalarType dtype)
     {
         var dir = TestPaths.Fixture(fixture);
         var config = Qwen2Config.Load(Path.Combine(dir, "config.json"));
-        var model = new Qwen2ForCausalLM(config, dtype, CPU);
+        var model = new Qwen2ForCausalLM(config, dtype, CPU) { UseHostKernels = dtype != ScalarType.Float32 };
         model.eval();
         var tensors = CheckpointDirectory.Load(dir);
         var rounded = tensors.ToDictionary(kv => kv.Key, kv => kv.Value.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32));
@@ -48,9 +49,9 @@ public sealed class Bf16NumericsTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("qwen2-tiny-random", 6e-3)]
-    [InlineData("qwen2-tiny-random-tied", 2.3e-2)]
-    public void Bf16TopFiveProbabilitiesMatchTheBf16RoundedWeightsReference(string fixture, double tolerance)
+    [InlineData("qwen2-tiny-random")]
+    [InlineData("qwen2-tiny-random-tied")]
+    public void Bf16TopFiveProbabilitiesMatchTheBf16RoundedWeightsReference(string fixture)
     {
         using var reference = LoadBf16RoundedModel(fixture, ScalarType.Float32);
         using var bf16 = LoadBf16RoundedModel(fixture, ScalarType.BFloat16);
@@ -60,7 +61,41 @@ public sealed class Bf16NumericsTests(ITestOutputHelper output)
             WorstTopFiveProbabilityError(reference, bf16, ids),
             WorstTopFiveProbabilityError(reference, bf16, [.. ids, .. greedy]));
         output.WriteLine($"{fixture}: worst top-5 |Δp| = {worst:E2}");
-        Assert.True(worst <= tolerance, $"{fixture}: bf16 top-5 |Δp| = {worst:E2} > {tolerance:E1}");
+        Assert.True(worst <= 5e-4, $"{fixture}: bf16 top-5 |Δp| = {worst:E2} > 5e-4");
+    }
+
+    /// <summary>A bf16 decode batch too large for the host kernel (oneDNN's bf16 matmuls, rounded activations and
+    /// outputs; measured 3.2e-3 / 6.5e-3, bounds just above): the prompt prefilled once, then the greedy continuation decoded in 8 slots at once; every slot's
+    /// probabilities against the reference's full forward at the same positions.</summary>
+    [Theory]
+    [InlineData("qwen2-tiny-random", 4e-3)]
+    [InlineData("qwen2-tiny-random-tied", 8e-3)]
+    public void Bf16BatchedDecodeStaysNearTheReference(string fixture, double tolerance)
+    {
+        const int slots = 8;
+        Assert.True(slots > HostLinear.Bf16DecodeMaxRows, "the batch must be one the host kernel leaves to torch");
+        using var reference = LoadBf16RoundedModel(fixture, ScalarType.Float32);
+        using var bf16 = LoadBf16RoundedModel(fixture, ScalarType.BFloat16);
+        var (ids, _, _, greedy) = ReferenceForwardTests.LoadReference(fixture);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var expected = reference.ForwardFull(tensor((long[])[.. ids, .. greedy]).unsqueeze(0)).Logits[0].softmax(-1);
+        using var cache = new KvCache(bf16.Config, slots, ids.Length + greedy.Length + 1, CPU, bf16.KvDtype);
+        bf16.Prefill(tensor(ids).unsqueeze(0), cache, 0, 0);
+        cache.CopyPrefix(0, [.. Enumerable.Range(1, slots - 1)], ids.Length);
+        double worst = 0;
+        long[] slotIds = [.. Enumerable.Range(0, slots).Select(i => (long)i)];
+        for (int i = 0; i < greedy.Length; i++)
+        {
+            long position = ids.Length + i;
+            var logits = bf16.Decode(full(slots, greedy[i]), cache, slotIds, [.. Enumerable.Repeat(position, slots)]).Logits;
+            var actual = logits.softmax(-1);
+            var want = expected[position];
+            var top = want.topk(5).indexes;
+            worst = Math.Max(worst, (actual.index_select(1, top) - want.index_select(0, top).unsqueeze(0)).abs().max().item<float>());
+        }
+        output.WriteLine($"{fixture}: batched bf16 decode, worst top-5 |Δp| = {worst:E2}");
+        Assert.True(worst <= tolerance, $"{fixture}: batched bf16 decode top-5 |Δp| = {worst:E2} > {tolerance:E1}");
     }
 
     /// <summary>Greedy decoding through the KV cache and greedy decoding by re-running the full forward over the whole
@@ -73,7 +108,7 @@ public sealed class Bf16NumericsTests(ITestOutputHelper output)
         using var model = LoadBf16RoundedModel(fixture, ScalarType.BFloat16);
         var (ids, _, _, _) = ReferenceForwardTests.LoadReference(fixture);
         const int newTokens = 32;
-        using var cache = new KvCache(model.Config, slots: 3, maxLength: ids.Length + newTokens + 1, CPU, model.Dtype);
+        using var cache = new KvCache(model.Config, slots: 3, maxLength: ids.Length + newTokens + 1, CPU, model.KvDtype);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
 

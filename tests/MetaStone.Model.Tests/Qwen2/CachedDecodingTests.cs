@@ -18,7 +18,7 @@ public sealed class CachedDecodingTests
         const int steps = 7;
         var sequences = promptLengths.Select(n => Enumerable.Range(0, n + steps).Select(_ => (long)rng.Next(2, 512)).ToArray()).ToArray();
 
-        using var cache = new KvCache(model.Config, slots: 6, maxLength: 32, CPU, model.Dtype);
+        using var cache = new KvCache(model.Config, slots: 6, maxLength: 32, CPU, model.KvDtype);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         for (int s = 0; s < sequences.Length; s++)
@@ -47,7 +47,7 @@ public sealed class CachedDecodingTests
     {
         using var model = ReferenceForwardTests.LoadFixtureModel("qwen2-tiny-random-tied");
         var ids = Enumerable.Range(0, 12).Select(i => (long)(i * 37 % 500 + 3)).ToArray();
-        using var cache = new KvCache(model.Config, slots: 1, maxLength: 16, CPU, model.Dtype);
+        using var cache = new KvCache(model.Config, slots: 1, maxLength: 16, CPU, model.KvDtype);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         model.Prefill(tensor(ids.Take(5).ToArray()).unsqueeze(0), cache, 0, 0);

@@ -56,11 +56,20 @@ public sealed class FusedProjectionTests
         model.LoadWeights(CheckpointDirectory.ReadTensorLocations(dir));
         var (ids, _, _, _) = ReferenceForwardTests.LoadReference("qwen2-tiny-random");
         using var scope = NewDisposeScope();
-        Tensor inference;
-        using (no_grad()) inference = model.ForwardFull(tensor(ids).unsqueeze(0)).Logits;
+        Tensor inference, inferenceInHostKernels;
+        using (no_grad())
+        {
+            // Training always runs torch's matmuls: compare with the inference path on the same kernels.
+            model.UseHostKernels = false;
+            inference = model.ForwardFull(tensor(ids).unsqueeze(0)).Logits;
+            model.UseHostKernels = true;
+            inferenceInHostKernels = model.ForwardFull(tensor(ids).unsqueeze(0)).Logits;
+        }
         var training = model.ForwardFull(tensor(ids).unsqueeze(0)).Logits;
         Assert.True(training.requires_grad);
         Assert.Equal(inference.data<float>().ToArray(), training.detach().data<float>().ToArray());
+        // The host kernel sums in another order: the same logits to fp32 rounding.
+        Assert.True(inferenceInHostKernels.allclose(training.detach(), rtol: 1e-5, atol: 1e-5), "host-kernel inference differs from the autograd path");
 
         training.sum().backward();
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);

@@ -58,7 +58,7 @@ public sealed class ReferenceForwardTests
     {
         using var model = LoadFixtureModel(fixture);
         var (ids, _, _, greedy) = LoadReference(fixture);
-        using var cache = new KvCache(model.Config, slots: 2, maxLength: 64, CPU, model.Dtype);
+        using var cache = new KvCache(model.Config, slots: 2, maxLength: 64, CPU, model.KvDtype);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var output = model.Prefill(tensor(ids).unsqueeze(0), cache, slot: 1, start: 0);

@@ -144,7 +144,7 @@ foreach (int round in Enumerable.Range(0, rounds))
 // The bare model forward of one decode step at batch k (no sampling, no engine): median ms, and the tensor handles it creates.
 static (double Ms, long Tensors) TimeDecodeForward(Qwen2ForCausalLM model, int batch, int maxLength, int position)
 {
-    using var cache = new KvCache(model.Config, batch, maxLength, CPU, model.Dtype);
+    using var cache = new KvCache(model.Config, batch, maxLength, CPU, model.KvDtype);
     using var scope = NewDisposeScope();
     using var noGrad = no_grad();
     var ids = randint(model.Config.VocabSize, [batch], dtype: ScalarType.Int64);

@@ -1,0 +1,235 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MetaStone.Model.Kernels;
+
+/// <summary>
+/// <c>y = x·Wᵀ + b</c> on the CPU for fp32 activations and bf16 or fp32 weights, returning fp32: products of the exact
+/// weights with the unrounded activations, summed in fp32 (AVX-512).
+/// </summary>
+/// <remarks>
+/// Hand-written because libtorch's CPU kernels leave most of this machine unused where decoding lives (measured with
+/// the 0.5B shape's matrices, 2 threads, 2026-12-03, <c>tests/tools/decode-bench linear</c>):
+/// fp32 weights at 1–32 rows ran at 10–59 GFLOP/s in torch (1.6–3.4× slower than this kernel at every row count; one
+/// row read the weights at 16 GB/s where this reaches 40), and bf16 at one to four rows at 17–75 GFLOP/s (this kernel
+/// 1.1–1.3× faster); at 128 rows fp32 2.9× faster, bf16 0.78×. From eight bf16 rows on, oneDNN's bf16 dot-product
+/// instructions win (.NET exposes no AVX512-BF16 intrinsic), so <see cref="DecodeMaxRows"/> sends bf16 decode batches
+/// of more than four rows back to torch.
+/// It also fixes the bf16 path's numerics: torch has no bf16 × bf16 → fp32 matmul, so a bf16 matmul rounded its
+/// inputs and its outputs to bf16, where this kernel rounds neither (llama.cpp rounds the inputs, not the outputs).
+/// </remarks>
+internal static unsafe class HostLinear
+{
+    /// <summary>AVX-512F (the only vector width written); elsewhere every matmul stays in torch.</summary>
+    public static bool IsSupported { get; } = Avx512F.IsSupported && Environment.GetEnvironmentVariable("METASTONE_HOST_KERNELS") != "0";
+
+    /// <summary>Largest decode batch whose matmuls run here for a weight dtype (see the class remarks): every batch for
+    /// fp32 weights, up to <see cref="Bf16DecodeMaxRows"/> for bf16, none for others. Prefill and full forwards run here
+    /// at every row count (fp32 and bf16): for bf16 that costs ~1.3× oneDNN's time at 128 rows (measured 249 vs
+    /// 320 GFLOP/s) once per prompt, and buys a prompt whose keys and values are computed from unrounded activations.</summary>
+    public static long DecodeMaxRows(ScalarType weightDtype) => weightDtype switch
+    {
+        ScalarType.Float32 => long.MaxValue,
+        ScalarType.BFloat16 => Bf16DecodeMaxRows,
+        _ => 0,
+    };
+
+    /// <summary>bf16 decode batches: this kernel wins up to four rows (1.33× at one, 1.11× at four), oneDNN from eight.</summary>
+    public const long Bf16DecodeMaxRows = 4;
+
+    /// <summary>Whether this kernel can compute a matmul against <paramref name="weight"/> at all.</summary>
+    public static bool Takes(Tensor weight) =>
+        IsSupported && weight.dtype is ScalarType.Float32 or ScalarType.BFloat16 && weight.device_type == DeviceType.CPU
+        && weight.shape[1] % 16 == 0 && weight.is_contiguous();
+
+    /// <summary>x [..., K] fp32, weight [N, K] (bf16 or fp32, contiguous), bias [N] or null → fp32 [..., N].</summary>
+    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (x.dtype != ScalarType.Float32) throw new ArgumentException("the host kernel takes fp32 activations", nameof(x));
+        int k = (int)weight.shape[1], n = (int)weight.shape[0];
+        if (x.shape[^1] != k) throw new ArgumentException($"activation width {x.shape[^1]} != weight width {k}", nameof(x));
+        var input = x.is_contiguous() ? x : x.contiguous();
+        long rows = input.numel() / k;
+        var outputShape = x.shape.ToArray();
+        outputShape[^1] = n;
+        var output = empty(outputShape, dtype: ScalarType.Float32, device: x.device);
+        if (rows == 0) return output;
+        Tensor? biasFp32 = bias is null ? null : bias.dtype == ScalarType.Float32 ? bias : bias.to_type(ScalarType.Float32);
+        bool bf16 = weight.dtype == ScalarType.BFloat16;
+        if (!bf16 && weight.dtype != ScalarType.Float32) throw new ArgumentException($"the host kernel takes bf16 or fp32 weights, not {weight.dtype}", nameof(weight));
+        var job = new LinearJob((void*)DataPointer(weight), bf16, (float*)DataPointer(input), (float*)DataPointer(output),
+            biasFp32 is null ? null : (float*)DataPointer(biasFp32), (int)rows, k, n);
+        KernelTeam.Shared.Run(ref job, HostKernelPass.Threads);
+        GC.KeepAlive(input);
+        GC.KeepAlive(weight);
+        GC.KeepAlive(biasFp32);
+        return output;
+    }
+
+    [DllImport("LibTorchSharp")]
+    private static extern nint THSTensor_data(nint handle);
+
+    /// <summary>The tensor's first element (storage offset included), as <c>Tensor.data_ptr()</c> in PyTorch; TorchSharp
+    /// exposes only the storage's base pointer.</summary>
+    internal static nint DataPointer(Tensor t) => THSTensor_data(t.Handle);
+}
+
+/// <summary>One matmul's operands, split by weight rows among the team's threads.</summary>
+internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, float* y, float* bias, int m, int k, int n)
+{
+    public int ScratchFloats => LinearRows.ScratchFloats(k);
+
+    public long MultiplyAdds => (long)m * n * k;
+
+    /// <summary>Rows of W [start, end) for all M rows of x: every thread streams its own part of the weights once.</summary>
+    public void RunPart(int part, int parts, float* scratch)
+    {
+        // Parts in whole blocks of four rows, so only the last part has a remainder.
+        int per = ((n + parts - 1) / parts + 3) / 4 * 4;
+        int start = Math.Min(n, part * per), end = Math.Min(n, (part + 1) * per);
+        if (start < end) LinearRows.Run(weight, bf16, x, y, bias, m, k, n, start, end, scratch);
+    }
+}
+
+/// <summary>The arithmetic: 4 weight rows at a time against 1, 2 or 4 activation rows, 16 lanes of fp32 FMA.</summary>
+internal static unsafe class LinearRows
+{
+    /// <summary>Floats of scratch a thread needs: four fp32 weight rows of the widest K (bf16 rows converted once per
+    /// block, then reused by every group of four activation rows).</summary>
+    public static int ScratchFloats(int k) => 4 * k;
+
+    public static void Run(void* w, bool bf16, float* x, float* y, float* bias, int m, int k, int n, int start, int end, float* scratch)
+    {
+        int r = start;
+        if (m <= 2)
+        {
+            // Memory-bound: convert each weight vector in registers as it streams past.
+            for (; r + 4 <= end; r += 4)
+            {
+                if (m == 1) OneRowTimesFour(w, bf16, r, x, y, bias, k, r);
+                else TwoRowsTimesFour(w, bf16, x, y, bias, k, n, r);
+            }
+            for (; r < end; r++) RowsTimesOne(w, bf16, x, y, bias, m, k, n, r);
+            return;
+        }
+        for (; r + 4 <= end; r += 4)
+        {
+            float* w0;
+            if (bf16)
+            {
+                ushort* source = (ushort*)w + (long)r * k;
+                for (int i = 0; i < 4 * k; i += 16) Vector512.Store(Widen(source + i), scratch + i);
+                w0 = scratch;
+            }
+            else w0 = (float*)w + (long)r * k;
+            int row = 0;
+            for (; row + 4 <= m; row += 4) FourRowsTimesFour(w0, x + (long)row * k, y + (long)row * n, bias, k, n, r);
+            for (; row < m; row++) OneRowTimesFour(w0, false, 0, x + (long)row * k, y + (long)row * n, bias, k, r);
+        }
+        for (; r < end; r++) RowsTimesOne(w, bf16, x, y, bias, m, k, n, r);
+    }
+
+    /// <summary>16 bf16 values → fp32 (exact: bf16 is the high half of an fp32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(ushort* p) =>
+        Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LoadWeights(void* w, bool bf16, long offset) =>
+        bf16 ? Widen((ushort*)w + offset) : Vector512.Load((float*)w + offset);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* y, float* bias, int r, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3)
+    {
+        if (bias is null)
+        {
+            y[r] = Vector512.Sum(a0); y[r + 1] = Vector512.Sum(a1); y[r + 2] = Vector512.Sum(a2); y[r + 3] = Vector512.Sum(a3);
+        }
+        else
+        {
+            y[r] = Vector512.Sum(a0) + bias[r]; y[r + 1] = Vector512.Sum(a1) + bias[r + 1];
+            y[r + 2] = Vector512.Sum(a2) + bias[r + 2]; y[r + 3] = Vector512.Sum(a3) + bias[r + 3];
+        }
+    }
+
+    /// <summary>One activation row against weight rows [wRow, wRow + 4) of <paramref name="w"/> (row stride k), into
+    /// outputs [r, r + 4).</summary>
+    private static void OneRowTimesFour(void* w, bool bf16, long wRow, float* x, float* y, float* bias, int k, int r)
+    {
+        long o0 = wRow * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int c = 0; c < k; c += 16)
+        {
+            var u = Vector512.Load(x + c);
+            a0 = Avx512F.FusedMultiplyAdd(u, LoadWeights(w, bf16, o0 + c), a0);
+            a1 = Avx512F.FusedMultiplyAdd(u, LoadWeights(w, bf16, o1 + c), a1);
+            a2 = Avx512F.FusedMultiplyAdd(u, LoadWeights(w, bf16, o2 + c), a2);
+            a3 = Avx512F.FusedMultiplyAdd(u, LoadWeights(w, bf16, o3 + c), a3);
+        }
+        Store(y, bias, r, a0, a1, a2, a3);
+    }
+
+    private static void TwoRowsTimesFour(void* w, bool bf16, float* x, float* y, float* bias, int k, int n, int r)
+    {
+        long o0 = (long)r * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k;
+        float* x1 = x + k;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int c = 0; c < k; c += 16)
+        {
+            var u = Vector512.Load(x + c);
+            var t = Vector512.Load(x1 + c);
+            var v0 = LoadWeights(w, bf16, o0 + c);
+            var v1 = LoadWeights(w, bf16, o1 + c);
+            var v2 = LoadWeights(w, bf16, o2 + c);
+            var v3 = LoadWeights(w, bf16, o3 + c);
+            a0 = Avx512F.FusedMultiplyAdd(u, v0, a0); a1 = Avx512F.FusedMultiplyAdd(u, v1, a1);
+            a2 = Avx512F.FusedMultiplyAdd(u, v2, a2); a3 = Avx512F.FusedMultiplyAdd(u, v3, a3);
+            b0 = Avx512F.FusedMultiplyAdd(t, v0, b0); b1 = Avx512F.FusedMultiplyAdd(t, v1, b1);
+            b2 = Avx512F.FusedMultiplyAdd(t, v2, b2); b3 = Avx512F.FusedMultiplyAdd(t, v3, b3);
+        }
+        Store(y, bias, r, a0, a1, a2, a3);
+        Store(y + n, bias, r, b0, b1, b2, b3);
+    }
+
+    /// <summary>Four fp32 weight rows (contiguous at <paramref name="w0"/>) against four activation rows: 16 accumulators,
+    /// eight loads per 16 FMAs.</summary>
+    private static void FourRowsTimesFour(float* w0, float* x0, float* y, float* bias, int k, int n, int r)
+    {
+        float* w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+        float* x1 = x0 + k, x2 = x1 + k, x3 = x2 + k;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default,
+            a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int c = 0; c < k; c += 16)
+        {
+            var v0 = Vector512.Load(w0 + c); var v1 = Vector512.Load(w1 + c); var v2 = Vector512.Load(w2 + c); var v3 = Vector512.Load(w3 + c);
+            var u = Vector512.Load(x0 + c);
+            a00 = Avx512F.FusedMultiplyAdd(u, v0, a00); a01 = Avx512F.FusedMultiplyAdd(u, v1, a01); a02 = Avx512F.FusedMultiplyAdd(u, v2, a02); a03 = Avx512F.FusedMultiplyAdd(u, v3, a03);
+            u = Vector512.Load(x1 + c);
+            a10 = Avx512F.FusedMultiplyAdd(u, v0, a10); a11 = Avx512F.FusedMultiplyAdd(u, v1, a11); a12 = Avx512F.FusedMultiplyAdd(u, v2, a12); a13 = Avx512F.FusedMultiplyAdd(u, v3, a13);
+            u = Vector512.Load(x2 + c);
+            a20 = Avx512F.FusedMultiplyAdd(u, v0, a20); a21 = Avx512F.FusedMultiplyAdd(u, v1, a21); a22 = Avx512F.FusedMultiplyAdd(u, v2, a22); a23 = Avx512F.FusedMultiplyAdd(u, v3, a23);
+            u = Vector512.Load(x3 + c);
+            a30 = Avx512F.FusedMultiplyAdd(u, v0, a30); a31 = Avx512F.FusedMultiplyAdd(u, v1, a31); a32 = Avx512F.FusedMultiplyAdd(u, v2, a32); a33 = Avx512F.FusedMultiplyAdd(u, v3, a33);
+        }
+        Store(y, bias, r, a00, a01, a02, a03);
+        Store(y + n, bias, r, a10, a11, a12, a13);
+        Store(y + 2L * n, bias, r, a20, a21, a22, a23);
+        Store(y + 3L * n, bias, r, a30, a31, a32, a33);
+    }
+
+    private static void RowsTimesOne(void* w, bool bf16, float* x, float* y, float* bias, int m, int k, int n, int r)
+    {
+        long o = (long)r * k;
+        for (int row = 0; row < m; row++)
+        {
+            Vector512<float> a = default;
+            float* xr = x + (long)row * k;
+            for (int c = 0; c < k; c += 16) a = Avx512F.FusedMultiplyAdd(Vector512.Load(xr + c), LoadWeights(w, bf16, o + c), a);
+            y[(long)row * n + r] = Vector512.Sum(a) + (bias is null ? 0f : bias[r]);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+using System.Runtime.InteropServices;
+
+namespace MetaStone.Model.Kernels;
+
+/// <summary>
+/// The threads that run <see cref="HostLinear"/>'s parts: the calling thread plus up to <c>ProcessorCount − 1</c>
+/// background workers, each with its own scratch.
+/// </summary>
+/// <remarks>
+/// Hand-written rather than <c>Parallel.For</c>: a decode step makes ~100 matmul calls of 0.1–2 ms each, and the thread
+/// pool's dispatch, its closures and its hill-climbing added tens of microseconds per call and allocated on every step;
+/// here a call is two writes, a wake-up and a spin on one counter. Workers spin briefly after a part (the next matmul of
+/// the step comes within microseconds) and then sleep on a semaphore, so an idle engine takes no CPU.
+/// One matmul runs at a time; a second caller (another engine in the process) runs its matmul on its own thread
+/// instead of queueing behind the first.
+/// </remarks>
+internal sealed unsafe class KernelTeam
+{
+    public static KernelTeam Shared { get; } = new(Math.Max(1, Environment.ProcessorCount));
+
+    /// <summary>How long a worker keeps polling for the next part before it sleeps (a decode step's matmuls are
+    /// separated by a few torch calls, 10–200 µs).</summary>
+    private static readonly TimeSpan SpinBeforeSleep = TimeSpan.FromMicroseconds(50);
+
+    /// <summary>Below this a matmul runs on the calling thread only.</summary>
+    private const long SmallJobMultiplyAdds = 256 * 1024;
+
+    private readonly int _capacity;
+    private readonly Worker?[] _workers;
+    private readonly Lock _gate = new();
+    private LinearJob _job;
+    private int _parts;
+    private int _pending;
+
+    [ThreadStatic] private static Scratch? t_callerScratch;
+
+    private KernelTeam(int capacity)
+    {
+        _capacity = capacity;
+        _workers = new Worker?[capacity];
+    }
+
+    public void Run(ref LinearJob job, int threads)
+    {
+        // A small matmul (the tiny model's, ~100k multiply-adds) finishes on one thread before a sleeping worker wakes.
+        int parts = job.MultiplyAdds < SmallJobMultiplyAdds ? 1 : Math.Clamp(threads, 1, _capacity);
+        t_callerScratch ??= new Scratch();
+        float* callerScratch = t_callerScratch.For(job.ScratchFloats);
+        if (parts == 1 || !_gate.TryEnter())
+        {
+            job.RunPart(0, 1, callerScratch);
+            return;
+        }
+        try
+        {
+            _job = job;
+            _parts = parts;
+            Volatile.Write(ref _pending, parts - 1);
+            for (int p = 1; p < parts; p++) (_workers[p] ??= new Worker(this, p)).Signal();
+            job.RunPart(0, parts, callerScratch);
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        finally
+        {
+            _gate.Exit();
+        }
+    }
+
+    private sealed class Worker
+    {
+        private readonly KernelTeam _team;
+        private readonly int _part;
+        private readonly SemaphoreSlim _wake = new(0);
+        private readonly Scratch _scratch = new();
+        private int _generation;     // bumped by Signal
+        private int _sleeping;       // 1 while the worker waits (or is about to) on _wake
+
+        public Worker(KernelTeam team, int part)
+        {
+            _team = team;
+            _part = part;
+            new Thread(Loop) { IsBackground = true, Name = $"metastone-kernel-{part}" }.Start();
+        }
+
+        public void Signal()
+        {
+            Interlocked.Increment(ref _generation);
+            if (Interlocked.Exchange(ref _sleeping, 0) == 1) _wake.Release();
+        }
+
+        private void Loop()
+        {
+            int seen = 0;
+            while (true)
+            {
+                long spinStart = System.Diagnostics.Stopwatch.GetTimestamp();
+                while (Volatile.Read(ref _generation) == seen && System.Diagnostics.Stopwatch.GetElapsedTime(spinStart) < SpinBeforeSleep)
+                    Thread.SpinWait(20);
+                if (Volatile.Read(ref _generation) == seen)
+                {
+                    // A full fence (not a volatile write): the store of _sleeping must be visible before _generation is
+                    // read again, or Signal can miss it while this thread misses the new generation (store-load
+                    // reordering; the first version hung here). Whoever clears _sleeping first decides whether a
+                    // Release is owed (Signal's exchange saw 1) and must be consumed.
+                    Interlocked.Exchange(ref _sleeping, 1);
+                    if (Volatile.Read(ref _generation) != seen && Interlocked.Exchange(ref _sleeping, 0) == 1) { }
+                    else _wake.Wait();
+                }
+                seen = Volatile.Read(ref _generation);
+                var job = _team._job;
+                job.RunPart(_part, _team._parts, _scratch.For(job.ScratchFloats));
+                Interlocked.Decrement(ref _team._pending);
+            }
+        }
+    }
+
+    /// <summary>Native scratch that grows to the widest request (a thread's converted weight rows).</summary>
+    private sealed class Scratch
+    {
+        private float* _buffer;
+        private int _floats;
+
+        public float* For(int floats)
+        {
+            if (floats > _floats)
+            {
+                // Never freed: one per kernel thread for the process's life, at most 4 × K floats.
+                if (_buffer is not null) NativeMemory.AlignedFree(_buffer);
+                _buffer = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+                _floats = floats;
+            }
+            return _buffer;
+        }
+    }
+}
