@@ -19,6 +19,10 @@ public sealed record ModelLoadOptions
     public int MaxBatch { get; init; } = 32;
     public int MaxSequenceLength { get; init; } = 2048;
     public bool SharePrefix { get; init; } = true;
+
+    /// <summary>Run one prefill and one decode step before returning (<see cref="Qwen2ForCausalLM.WarmUp"/>), so the
+    /// first request does not pay for compiling the forward pass.</summary>
+    public bool WarmUp { get; init; } = true;
 }
 
 /// <summary>A model directory that cannot be loaded; the message is one line naming the directory and the problem.
@@ -101,6 +105,7 @@ public sealed class ReflectiveModel : IDisposable
         var model = new Qwen2ForCausalLM(config, dtype, device, Math.Min(config.MaxPositionEmbeddings, Math.Max(options.MaxSequenceLength, 1)), initializeWeights: false);
         model.eval();
         model.LoadWeights(locations); // streamed into the parameters: one copy of the weights, not two
+        if (options.WarmUp) model.WarmUp();
 
         var head = LoadHead(directory, config.HiddenSize, device);
         var rules = tokenizer.StepRules();
