@@ -25,6 +25,8 @@ public sealed class HostLinearTests
         { 1, 13, 32, false, "fp32" },
         { 1, 64, 896, true, "bf16" },
         { 2, 13, 48, true, "bf16" },
+        { 2, 13, 64, true, "bf16" },
+        { 1, 7, 4864, false, "bf16" },
         { 2, 130, 896, false, "fp32" },
         { 3, 9, 32, true, "fp32" },
         { 4, 17, 64, false, "bf16" },
