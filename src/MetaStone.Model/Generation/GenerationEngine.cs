@@ -255,6 +255,7 @@ public sealed class GenerationEngine : IDisposable
     {
         var running = _scheduler.Running;
         int count = running.Count;
+        using var hostKernelStep = _model.HostKernelStep(count);
         var rows = new RowSampling[count];
         var slots = new long[count];
         int longest = 0;
