@@ -442,12 +442,21 @@ public sealed class Qwen2ForCausalLM : nn.Module
 
     /// <summary>
     /// The dtype keys and values are kept in (a <see cref="KvCache"/> for this model must have it; a full forward rounds
-    /// them to it too, so it computes what a cached decode computes). fp32 on the CPU whatever the weights: attention
-    /// runs in fp32 there, so a bf16 cache was widened again at every step for every cached position, and rounding keys
-    /// and values to bf16 was the largest error left in the bf16 path once the matmuls were exact (measured on the
-    /// fixtures: worst top-5 |Δp| 1.2e-3 / 6.0e-3 with a bf16 cache). Elsewhere (GPU memory is the limit) the weights' dtype.
+    /// them to it too, so it computes what a cached decode computes). Default: fp32 on the CPU whatever the weights:
+    /// attention runs in fp32 there, so a bf16 cache was widened again at every step for every cached position, and
+    /// rounding keys and values to bf16 was the largest error left in the bf16 path once the matmuls were exact
+    /// (measured on the fixtures: worst top-5 |Δp| 1.2e-3 / 6.0e-3 with a bf16 cache). Elsewhere (GPU memory is the
+    /// limit) the weights' dtype. Settable before any cache is made (<see cref="ModelLoadOptions.KvCacheDtype"/>): an fp32
+    /// cache is twice a bf16 one (0.5B shape: 24 KB per token, 1.6 GB for 32 slots of 2,048).
     /// </summary>
-    public ScalarType KvDtype => Device.type == DeviceType.CPU ? ScalarType.Float32 : Dtype;
+    public ScalarType KvDtype
+    {
+        get => _kvDtype ?? (Device.type == DeviceType.CPU ? ScalarType.Float32 : Dtype);
+        set => _kvDtype = value is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 ? value
+            : throw new ArgumentException($"a KV cache holds fp32, bf16 or fp16, not {value}", nameof(value));
+    }
+
+    private ScalarType? _kvDtype;
 
     /// <summary>Whether a decode step of <paramref name="batch"/> rows runs its matmuls in <see cref="HostLinear"/>.</summary>
     public bool DecodesInHostKernels(int batch) =>

@@ -98,6 +98,34 @@ public sealed class Bf16NumericsTests(ITestOutputHelper output)
         Assert.True(worst <= tolerance, $"{fixture}: batched bf16 decode top-5 |Δp| = {worst:E2} > {tolerance:E1}");
     }
 
+    /// <summary>A bf16 KV cache (the memory-saving option): the full forward rounds keys and values the same way, so
+    /// cached greedy decoding still equals it; a cache of another dtype than the model's is refused by name.</summary>
+    [Fact]
+    public void Bf16KvCacheOptionKeepsCachedEqualToFullAndRefusesAMismatchedCache()
+    {
+        using var model = LoadBf16RoundedModel("qwen2-tiny-random", ScalarType.BFloat16);
+        model.KvDtype = ScalarType.BFloat16;
+        var (ids, _, _, _) = ReferenceForwardTests.LoadReference("qwen2-tiny-random");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var cache = new KvCache(model.Config, slots: 1, maxLength: ids.Length + 9, CPU, ScalarType.BFloat16);
+        var step = model.Prefill(tensor(ids).unsqueeze(0), cache, slot: 0, start: 0);
+        var sequence = new List<long>(ids);
+        for (int i = 0; i < 8; i++)
+        {
+            long next = step.Logits.argmax(-1).item<long>();
+            Assert.Equal(model.ForwardFull(tensor(sequence.ToArray()).unsqueeze(0), allPositions: false).Logits.argmax(-1).item<long>(), next);
+            sequence.Add(next);
+            step = model.Decode(tensor(new[] { next }), cache, [0L], [sequence.Count - 1L]);
+        }
+
+        using var wrong = new KvCache(model.Config, slots: 1, maxLength: 8, CPU, ScalarType.Float32);
+        var error = Assert.Throws<ArgumentException>(() => model.Prefill(tensor(ids.Take(4).ToArray()).unsqueeze(0), wrong, 0, 0));
+        Assert.Contains("float32", error.Message);
+        Assert.Contains("bfloat16", error.Message);
+        Assert.Throws<ArgumentException>(() => model.KvDtype = ScalarType.Int64);
+    }
+
     /// <summary>Greedy decoding through the KV cache and greedy decoding by re-running the full forward over the whole
     /// sequence each step pick the same 32 tokens in bf16.</summary>
     [Theory]
