@@ -165,6 +165,9 @@ public sealed class GenerationEngine : IDisposable
                     Action first;
                     try { first = _inbox.Take(_shutdown.Token); }
                     catch (OperationCanceledException) { break; }
+                    // Dispose cancels and then completes the inbox; Take on a completed, empty inbox throws this instead
+                    // of seeing the cancellation (it crashed a test host once: an unhandled exception on this thread).
+                    catch (InvalidOperationException) when (_inbox.IsAddingCompleted) { break; }
                     first();
                 }
                 while (_inbox.TryTake(out var action)) action();
