@@ -115,17 +115,22 @@ internal sealed unsafe class KernelTeam
         }
     }
 
-    /// <summary>Native scratch that grows to the widest request (a thread's converted weight rows).</summary>
+    /// <summary>Native scratch that grows to the widest request (a thread's converted weight rows); freed by the
+    /// finaliser once its thread is gone (engine threads come and go with their engines).</summary>
     private sealed class Scratch
     {
         private float* _buffer;
         private int _floats;
 
+        ~Scratch()
+        {
+            if (_buffer is not null) NativeMemory.AlignedFree(_buffer);
+        }
+
         public float* For(int floats)
         {
             if (floats > _floats)
             {
-                // Never freed: one per kernel thread for the process's life, at most 4 × K floats.
                 if (_buffer is not null) NativeMemory.AlignedFree(_buffer);
                 _buffer = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
                 _floats = floats;
