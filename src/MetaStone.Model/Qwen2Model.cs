@@ -135,11 +135,14 @@ internal static class Qwen2Projection
     /// a rounded result.</summary>
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx)
     {
-        if (ctx.HostKernels && HostLinear.Takes(weight)) return HostLinear.Forward(x, weight, bias);
+        if (InHostKernel(weight, ctx)) return HostLinear.Forward(x, weight, bias);
         return ctx.Mixed
             ? F.linear(x.to_type(ctx.WeightDtype), weight, bias).to_type(ScalarType.Float32)
             : F.linear(x, weight, bias);
     }
+
+    /// <summary>Whether <see cref="Apply"/> computes this matmul in the host kernel (exact, unrounded fp32 output).</summary>
+    public static bool InHostKernel(Tensor weight, LayerContext ctx) => ctx.HostKernels && HostLinear.Takes(weight);
 }
 
 /// <summary>Where the keys and values of one forward pass come from and go to.</summary>
@@ -588,7 +591,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
     internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx)
     {
         var logits = Qwen2Projection.Apply(final, headWeight, null, ctx);
-        bool rounded = ctx.Mixed && !(ctx.HostKernels && HostLinear.Takes(headWeight));
+        bool rounded = ctx.Mixed && !Qwen2Projection.InHostKernel(headWeight, ctx);
         return rounded ? RefineLikeliest(logits, final, headWeight) : logits;
     }
 
