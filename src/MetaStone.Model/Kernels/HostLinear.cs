@@ -24,7 +24,8 @@ namespace MetaStone.Model.Kernels;
 /// </remarks>
 internal static unsafe class HostLinear
 {
-    /// <summary>AVX-512F (the only vector width written); elsewhere every matmul stays in torch.</summary>
+    /// <summary>AVX-512F (the only vector width written); elsewhere, or with <c>METASTONE_HOST_KERNELS=0</c> in the
+    /// environment (an operator's switch back to torch for every matmul, e.g. to compare), every matmul stays in torch.</summary>
     public static bool IsSupported { get; } = Avx512F.IsSupported && Environment.GetEnvironmentVariable("METASTONE_HOST_KERNELS") != "0";
 
     /// <summary>Largest decode batch whose matmuls run here for a weight dtype (see the class remarks): every batch for
