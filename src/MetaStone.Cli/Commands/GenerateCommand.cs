@@ -127,13 +127,14 @@ public sealed class GenerateCommand : ICliVerb
 
         // The prompt is tokenized before the model loads so the engine's KV cache can be sized to prompt +
         // max-new-tokens instead of the model's whole context window (which for real models times k slots
-        // would be gigabytes). For a 151k-id tokenizer that costs one extra tokenizer read (about a second).
+        // would be gigabytes). The model then reuses this tokenizer instead of reading it again.
         int[] promptIds;
         int contextWindow;
+        QwenTokenizer tokenizer;
         try
         {
             var config = Qwen2Config.Load(Path.Combine(directory, "config.json"));
-            var tokenizer = QwenTokenizer.FromDirectory(directory);
+            tokenizer = QwenTokenizer.FromDirectory(directory);
             var chatTemplate = ChatTemplate.Detect(tokenizer, directory, settings.Template);
             promptIds = tokenizer.Encode(chatTemplate.Render(settings.Prompt));
             contextWindow = config.MaxPositionEmbeddings;
@@ -155,6 +156,7 @@ public sealed class GenerateCommand : ICliVerb
                 Device = settings.Device,
                 Dtype = settings.Dtype,
                 ChatTemplate = settings.Template,
+                Tokenizer = tokenizer, // read once, above
                 // More candidates than slots queue and join as slots free up (continuous batching).
                 MaxBatch = Math.Min(settings.Candidates, GenerateSettings.MaxBatch),
                 MaxSequenceLength = Math.Min(contextWindow, promptIds.Length + settings.Sampling.MaxNewTokens),
