@@ -101,6 +101,9 @@ internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, flo
 internal unsafe interface IWeightLoader
 {
     static abstract Vector512<float> Load(void* w, long offset);
+
+    /// <summary>Asks for the cache line holding element <paramref name="offset"/> (no fault if it is past the end).</summary>
+    static abstract void Prefetch(void* w, long offset);
 }
 
 internal readonly unsafe struct Bf16Weights : IWeightLoader
@@ -109,12 +112,22 @@ internal readonly unsafe struct Bf16Weights : IWeightLoader
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load(void* w, long offset) =>
         Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)w + offset)), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Prefetch(void* w, long offset) => Sse.Prefetch0((ushort*)w + offset);
 }
 
 internal readonly unsafe struct Fp32Weights : IWeightLoader
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load(void* w, long offset) => Vector512.Load((float*)w + offset);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Prefetch(void* w, long offset)
+    {
+        // Nothing: an fp32 row consumes a whole cache line per 16 columns and the hardware prefetcher keeps up; explicit
+        // prefetches measured no different (decode forward, k = 1 and 2, alternating builds, within the run-to-run noise).
+    }
 }
 
 /// <summary>The arithmetic: 4 weight rows at a time against 1, 2 or 4 activation rows, 16 lanes of fp32 FMA.</summary>
@@ -181,16 +194,33 @@ internal static unsafe class LinearRows
         }
     }
 
+    /// <summary>
+    /// Prefetches column <c>c</c> of the four weight rows after the current block (<paramref name="offset"/> is row 0's):
+    /// one and two activation rows are bound by reading the weights, and the hardware prefetcher alone kept too few lines
+    /// in flight for bf16 rows (half a line per 16 columns). Measured on the 0.5B head (151,936 × 896 bf16, one row,
+    /// alternating in one process): 24.4 → 31.2 GB/s on one thread, 49.7 → 69.5 GB/s on two; prefetching two or four
+    /// blocks ahead, or unrolling instead, gained less. The whole bf16 decode forward, k = 1: 30.8–34.0 → 24.0–26.3 ms.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchNextBlock<TWeights>(void* w, long offset, int k) where TWeights : struct, IWeightLoader
+    {
+        TWeights.Prefetch(w, offset);
+        TWeights.Prefetch(w, offset + k);
+        TWeights.Prefetch(w, offset + 2L * k);
+        TWeights.Prefetch(w, offset + 3L * k);
+    }
+
     /// <summary>One activation row against weight rows [wRow, wRow + 4) of <paramref name="w"/> (row stride k), into
     /// outputs [r, r + 4).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void OneRowTimesFour<TWeights>(void* w, long wRow, float* x, float* y, float* bias, int k, int r)
         where TWeights : struct, IWeightLoader
     {
-        long o0 = wRow * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k;
+        long o0 = wRow * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k, next = 4L * k;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int c = 0; c < k; c += 16)
         {
+            PrefetchNextBlock<TWeights>(w, o0 + next + c, k);
             var u = Vector512.Load(x + c);
             a0 = Avx512F.FusedMultiplyAdd(u, TWeights.Load(w, o0 + c), a0);
             a1 = Avx512F.FusedMultiplyAdd(u, TWeights.Load(w, o1 + c), a1);
@@ -204,11 +234,12 @@ internal static unsafe class LinearRows
     private static void TwoRowsTimesFour<TWeights>(void* w, float* x, float* y, float* bias, int k, int n, int r)
         where TWeights : struct, IWeightLoader
     {
-        long o0 = (long)r * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k;
+        long o0 = (long)r * k, o1 = o0 + k, o2 = o1 + k, o3 = o2 + k, next = 4L * k;
         float* x1 = x + k;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         for (int c = 0; c < k; c += 16)
         {
+            PrefetchNextBlock<TWeights>(w, o0 + next + c, k);
             var u = Vector512.Load(x + c);
             var t = Vector512.Load(x1 + c);
             var v0 = TWeights.Load(w, o0 + c);
