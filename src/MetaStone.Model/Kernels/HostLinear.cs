@@ -169,7 +169,12 @@ internal static unsafe class LinearRows
             if (typeof(TWeights) == typeof(Bf16Weights))
             {
                 void* source = (ushort*)w + (long)r * k;
-                for (int i = 0; i < 4 * k; i += 16) Vector512.Store(TWeights.Load(source, i), scratch + i);
+                // The next block's lines are requested while this one is widened (see PrefetchNextBlock).
+                for (int i = 0; i < 4 * k; i += 16)
+                {
+                    TWeights.Prefetch(source, 4L * k + i);
+                    Vector512.Store(TWeights.Load(source, i), scratch + i);
+                }
                 w0 = scratch;
             }
             else w0 = (float*)w + (long)r * k;
