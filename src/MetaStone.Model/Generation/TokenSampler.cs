@@ -27,22 +27,26 @@ internal static class TokenSampler
         var device = logits.device;
         using var scope = NewDisposeScope();
 
+        // Every [B, V] step of the sampler works in the thread's probability workspace (see ProbabilityWorkspace): a
+        // penalised copy, the temperature and an in-place softmax, instead of three fresh full-vocabulary tensors.
+        var probs = ProbabilityWorkspace(b, logits.shape[1], device);
+        probs.copy_(logits);
         if (history is not null)
         {
             var penalty = tensor(rows.Select(r => (float)r.RepetitionPenalty).ToArray(), device: device).unsqueeze(1);
-            var seen = logits.gather(1, history);
+            var seen = probs.gather(1, history);
             var penalised = where(seen.Positive(), seen / penalty, seen * penalty);
             // Duplicate ids in a row scatter the same value, so repeats are penalised once, as in HF.
-            logits = logits.scatter(1, history, penalised);
+            probs.scatter_(1, history, penalised);
         }
 
         bool anyGreedy = rows.Any(r => r.Temperature == 0);
         bool allGreedy = rows.All(r => r.Temperature == 0);
-        Tensor? greedy = anyGreedy ? logits.argmax(-1) : null;
+        Tensor? greedy = anyGreedy ? probs.argmax(-1) : null;
         if (allGreedy) return greedy!.data<long>().ToArray();
 
         var temperature = tensor(rows.Select(r => (float)Math.Max(r.Temperature, 1e-5)).ToArray(), device: device).unsqueeze(1);
-        var probs = (logits / temperature).softmax(-1);
+        SoftmaxInPlace(probs.div_(temperature));
         var uniform = tensor(rows.Select(r => (float)r.Uniform).ToArray(), device: device).unsqueeze(1);
         var topP = tensor(rows.Select(r => (float)r.TopP).ToArray(), device: device).unsqueeze(1);
 
@@ -67,6 +71,16 @@ internal static class TokenSampler
             sampled = where(isGreedy, greedy!, sampled);
         }
         return sampled.data<long>().ToArray();
+    }
+
+    /// <summary>softmax over the last dimension, in place: exp(x − max) / Σ, the same steps as torch's softmax kernel
+    /// (which multiplies by the reciprocal of the sum).</summary>
+    internal static Tensor SoftmaxInPlace(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        x.add_(x.amax([-1], keepdim: true), TorchScalars.MinusOne).exp_();    // explicit alpha: see TorchScalars
+        x.mul_(x.sum(-1, keepdim: true).reciprocal_());
+        return x;
     }
 
     /// <summary>Buckets per halving of the probability in <see cref="SearchThreshold"/>: its resolution is a factor 2^(1/256), 0.27 %.</summary>
@@ -156,6 +170,23 @@ internal static class TokenSampler
     // (its padding columns stay zero) and int32 [B, V]: 39 MB at B = 32 on Qwen's vocabulary, kept for the thread's life.
     [ThreadStatic] private static Tensor? _workspace;
     [ThreadStatic] private static Tensor? _indexWorkspace;
+
+    // The probabilities of one step, [B, V] fp32, per thread like the buffers above. Measured in the engine at B = 32 on
+    // the 0.5B shape: sampling took 100 ms per step at top-p 0.95 and 44–70 ms at top-p 1 next to a 140–170 ms forward,
+    // with ~1 GB of minor page faults per 32-token request (2 s of system time) — fresh [B, V] tensors (the penalised
+    // logits, logits / T, softmax) whose memory the C heap hands back to the kernel between steps.
+    [ThreadStatic] private static Tensor? _probabilityWorkspace;
+
+    private static Tensor ProbabilityWorkspace(long rows, long width, Device device)
+    {
+        if (_probabilityWorkspace is null || _probabilityWorkspace.shape[0] < rows || _probabilityWorkspace.shape[1] != width
+            || _probabilityWorkspace.device.ToString() != device.ToString())
+        {
+            _probabilityWorkspace?.Dispose();
+            _probabilityWorkspace = empty(rows, width, device: device).DetachFromDisposeScope();
+        }
+        return _probabilityWorkspace.narrow(0, 0, rows);
+    }
 
     private static (Tensor Values, Tensor Indices) Workspace(long rows, long width, Device device)
     {

@@ -115,4 +115,26 @@ public sealed class TokenSamplerTests
         var top40 = flat[0].topk(40).indexes.data<long>().ToHashSet();
         Assert.Contains(topKAlone, top40);
     }
+
+    [Fact]
+    public void In_place_softmax_matches_torch_and_sampling_leaves_the_callers_logits_alone()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(11);
+        var logits = (randn(new long[] { 4, 151_936 }, generator: generator) * 3).to_type(ScalarType.Float32);
+        // Against a float64 softmax: as close as torch's own fp32 softmax is (both sum 151,936 terms in fp32).
+        var exact = (logits.to_type(ScalarType.Float64) / 0.7).softmax(-1);
+        var torchError = ((logits / 0.7).softmax(-1).to_type(ScalarType.Float64) - exact).abs().div(exact).max().item<double>();
+        var inPlace = TokenSampler.SoftmaxInPlace(logits.clone().div_(0.7.ToScalar()));
+        var inPlaceError = (inPlace.to_type(ScalarType.Float64) - exact).abs().div(exact).max().item<double>();
+        Assert.True(inPlaceError <= Math.Max(2 * torchError, 1e-6), $"in-place softmax relative error {inPlaceError:E2}, torch's {torchError:E2}");
+
+        var before = logits.clone();
+        var history = tensor(new long[,] { { 1, 2 }, { 3, 3 }, { 5, 8 }, { 13, 21 } });
+        var rows = Enumerable.Range(0, 4).Select(i => new RowSampling(0.8, i % 2 == 0 ? 0.95 : 1.0, i == 3 ? 40 : 0, 1.1, (i + 0.5) / 4)).ToArray();
+        var first = TokenSampler.Sample(logits, history, rows);
+        Assert.True(logits.eq(before).all().item<bool>(), "Sample wrote into the logits it was given");
+        // The same call again (the workspaces reused) draws the same tokens.
+        Assert.Equal(first, TokenSampler.Sample(logits, history, rows));
+    }
 }
