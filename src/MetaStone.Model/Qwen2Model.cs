@@ -529,7 +529,11 @@ public sealed class Qwen2ForCausalLM : nn.Module
     }
 
     /// <summary>One decode step: token <paramref name="inputIds"/>[i] at position <paramref name="positions"/>[i] of slot <paramref name="slots"/>[i].</summary>
-    public ForwardOutput Decode(Tensor inputIds, KvCache cache, ReadOnlySpan<long> slots, ReadOnlySpan<long> positions)
+    /// <param name="logitsBuffer">Optional fp32 [≥ B, V] memory the step's logits may be written into (and returned as a
+    /// view of) instead of a fresh tensor, when the head runs in torch on bf16/fp16 weights. The caller owns it and must be
+    /// done with the previous step's logits before the next call: the engine reuses one per runner, which saves a fresh
+    /// 19 MB tensor per best-of-32 step on Qwen's vocabulary (its pages faulted in every step).</param>
+    public ForwardOutput Decode(Tensor inputIds, KvCache cache, ReadOnlySpan<long> slots, ReadOnlySpan<long> positions, Tensor? logitsBuffer = null)
     {
         CheckCache(cache);
         int b = slots.Length;
@@ -550,7 +554,8 @@ public sealed class Qwen2ForCausalLM : nn.Module
         var flatT = tensor(flat, device: Device);
         // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
         var mask = (TorchScalars.Arange(0, kvLength, Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
-        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false);
+        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false,
+            logitsBuffer?.narrow(0, 0, b));
     }
 
     private void CheckCache(KvCache cache)
@@ -565,7 +570,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
             throw new ArgumentException($"sequence of {length} tokens is longer than the model's context window of {MaxPositions} tokens");
     }
 
-    private ForwardOutput Run(Tensor inputIds, Tensor positions, AttentionPlan plan, bool allPositions)
+    private ForwardOutput Run(Tensor inputIds, Tensor positions, AttentionPlan plan, bool allPositions, Tensor? logitsBuffer = null)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         // Fused projections read their fused storage unless autograd needs gradients for the part parameters.
@@ -583,16 +588,23 @@ public sealed class Qwen2ForCausalLM : nn.Module
             features = features.select(1, t - 1);
         }
         var headWeight = lm_head is not null ? lm_head.weight! : model.EmbeddingWeight;
-        return new ForwardOutput(HeadLogits(final, headWeight, ctx with { Length = allPositions ? t : 1 }), features);
+        return new ForwardOutput(HeadLogits(final, headWeight, ctx with { Length = allPositions ? t : 1 }, logitsBuffer), features);
     }
 
     /// <summary>fp32 logits of fp32 final hidden states: exact in the host kernel, else a torch matmul (refined when it
     /// rounds, see <see cref="RefineLikeliest"/>).</summary>
-    internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx)
+    /// <param name="logitsBuffer">Where a torch head widens its bf16/fp16 logits to fp32 when given, with the shape of the
+    /// logits (see <see cref="Decode"/>); otherwise a fresh tensor.</param>
+    internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx, Tensor? logitsBuffer = null)
     {
-        var logits = Qwen2Projection.Apply(final, headWeight, null, ctx);
         bool rounded = ctx.Mixed && !Qwen2Projection.InHostKernel(headWeight, ctx);
-        return rounded ? RefineLikeliest(logits, final, headWeight) : logits;
+        if (!rounded) return Qwen2Projection.Apply(final, headWeight, null, ctx);
+        // Qwen2Projection.Apply's torch branch for mixed precision, with the widening optionally into the buffer.
+        var narrow = F.linear(final.to_type(ctx.WeightDtype), headWeight);
+        var logits = logitsBuffer is not null && logitsBuffer.shape.SequenceEqual(narrow.shape) && logitsBuffer.dtype == ScalarType.Float32
+            ? logitsBuffer.copy_(narrow)
+            : narrow.to_type(ScalarType.Float32);
+        return RefineLikeliest(logits, final, headWeight);
     }
 
     /// <summary>How many of each row's likeliest logits <see cref="RefineLikeliest"/> recomputes in fp32.</summary>

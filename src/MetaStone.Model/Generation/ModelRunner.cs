@@ -39,6 +39,7 @@ internal sealed class ModelRunner : IDisposable
     private readonly int _maxLength;
     private Tensor? _logits;   // [rows, V] fp32
     private Tensor? _features; // [rows, H] model dtype, hidden_states[-2] at each row's last position
+    private readonly Tensor? _decodeLogits; // [slots, V] fp32, reused by every decode step (see Qwen2ForCausalLM.Decode)
 
     public ModelRunner(Qwen2ForCausalLM model, SprmHead? head, int slots, int maxLength)
     {
@@ -47,6 +48,9 @@ internal sealed class ModelRunner : IDisposable
         _maxLength = maxLength;
         _cache = new KvCache(model.Config, slots, maxLength, model.Device, model.KvDtype);
         _history = zeros([slots, maxLength], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
+        // Only a bf16/fp16 head in torch widens its logits into memory of its own; fp32 and the host kernel return fp32.
+        if (model.Dtype != ScalarType.Float32)
+            _decodeLogits = empty([slots, model.Config.VocabSize], dtype: ScalarType.Float32, device: model.Device).DetachFromDisposeScope();
     }
 
     public bool HasHead => _head is not null;
@@ -116,7 +120,8 @@ internal sealed class ModelRunner : IDisposable
     /// <paramref name="slots"/>[i]; its outputs become the new rows.</summary>
     public void Decode(long[] tokens, long[] slots, long[] positions)
     {
-        var output = _model.Decode(tensor(tokens, device: _model.Device), _cache, slots, positions);
+        // The previous rows (_logits, possibly a view of _decodeLogits) were sampled from before this step.
+        var output = _model.Decode(tensor(tokens, device: _model.Device), _cache, slots, positions, _decodeLogits);
         ReplaceRows(output.Logits, output.SprmFeatures);
     }
 
@@ -138,5 +143,6 @@ internal sealed class ModelRunner : IDisposable
         ClearRows();
         _cache.Dispose();
         _history.Dispose();
+        _decodeLogits?.Dispose();
     }
 }

@@ -98,6 +98,36 @@ public sealed class Bf16NumericsTests(ITestOutputHelper output)
         Assert.True(worst <= tolerance, $"{fixture}: batched bf16 decode top-5 |Δp| = {worst:E2} > {tolerance:E1}");
     }
 
+    /// <summary>A decode step given a logits buffer (the engine's, larger than the batch) returns the same logits as
+    /// without one, written into the buffer's first rows.</summary>
+    [Fact]
+    public void Bf16DecodeIntoALogitsBufferEqualsAFreshTensor()
+    {
+        const int slots = 8;
+        using var bf16 = LoadBf16RoundedModel("qwen2-tiny-random-tied", ScalarType.BFloat16);
+        var (ids, _, _, greedy) = ReferenceForwardTests.LoadReference("qwen2-tiny-random-tied");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var fresh = new KvCache(bf16.Config, slots, ids.Length + 4, CPU, bf16.KvDtype);
+        using var buffered = new KvCache(bf16.Config, slots, ids.Length + 4, CPU, bf16.KvDtype);
+        var buffer = full(slots + 3, bf16.Config.VocabSize, float.NaN);
+        long[] slotIds = [.. Enumerable.Range(0, slots).Select(i => (long)i)];
+        foreach (var cache in new[] { fresh, buffered })
+        {
+            bf16.Prefill(tensor(ids).unsqueeze(0), cache, 0, 0);
+            cache.CopyPrefix(0, [.. Enumerable.Range(1, slots - 1)], ids.Length);
+        }
+        for (int i = 0; i < 3; i++)
+        {
+            long[] positions = [.. Enumerable.Repeat((long)ids.Length + i, slots)];
+            var expected = bf16.Decode(full(slots, greedy[i]), fresh, slotIds, positions).Logits;
+            var actual = bf16.Decode(full(slots, greedy[i]), buffered, slotIds, positions, buffer).Logits;
+            Assert.True(actual.eq(expected).all().item<bool>(), $"step {i}: logits differ with a buffer");
+            Assert.Equal(HostLinear.DataPointer(buffer), HostLinear.DataPointer(actual));
+            Assert.True(buffer.narrow(0, slots, 3).isnan().all().item<bool>(), "rows past the batch were written");
+        }
+    }
+
     /// <summary>A bf16 KV cache (the memory-saving option): the full forward rounds keys and values the same way, so
     /// cached greedy decoding still equals it; a cache of another dtype than the model's is refused by name.</summary>
     [Fact]
