@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
+using MetaStone.Tests.Shared;
 
 namespace MetaStone.Cli.Tests;
 
@@ -12,23 +13,13 @@ namespace MetaStone.Cli.Tests;
 public sealed class HostileModelCommandTests : IDisposable
 {
     private static readonly string Tiny = Path.Combine(GeneratedModelDirectory.RepoRoot(), "models", "metastone-tiny");
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "metastone-hostile-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly BrokenModelCopies _copies = new(Tiny);
 
-    public void Dispose()
-    {
-        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
-    }
+    public void Dispose() => _copies.Dispose();
 
-    private string Broken(string name, Action<string> breakIt)
-    {
-        string dir = Path.Combine(_root, name);
-        Directory.CreateDirectory(dir);
-        foreach (var file in Directory.GetFiles(Tiny)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
-        breakIt(dir);
-        return dir;
-    }
+    private string Broken(string name, Action<string> breakIt) => _copies.Make(name, breakIt);
 
-    private static void Truncate(string path, int keep) => File.WriteAllBytes(path, File.ReadAllBytes(path)[..keep]);
+    private static void Truncate(string path, int keep) => BrokenModelCopies.Truncate(path, keep);
 
     private static void EditJson(string path, Action<JsonNode> edit)
     {

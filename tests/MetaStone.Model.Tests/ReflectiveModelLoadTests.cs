@@ -1,4 +1,5 @@
 using MetaStone.Model.Tokenization;
+using MetaStone.Tests.Shared;
 
 namespace MetaStone.Model.Tests;
 
@@ -9,23 +10,13 @@ namespace MetaStone.Model.Tests;
 public sealed class ReflectiveModelLoadTests : IDisposable
 {
     private static readonly string Tiny = Path.Combine(TestPaths.RepoRoot, "models", "metastone-tiny");
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "metastone-load-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly BrokenModelCopies _copies = new(Tiny);
 
-    public void Dispose()
-    {
-        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
-    }
+    public void Dispose() => _copies.Dispose();
 
-    private string Copy(string name, Action<string> breakIt)
-    {
-        string dir = Path.Combine(_root, name);
-        Directory.CreateDirectory(dir);
-        foreach (var file in Directory.GetFiles(Tiny)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
-        breakIt(dir);
-        return dir;
-    }
+    private string Copy(string name, Action<string> breakIt) => _copies.Make(name, breakIt);
 
-    private static void Truncate(string path, int keep) => File.WriteAllBytes(path, File.ReadAllBytes(path)[..keep]);
+    private static void Truncate(string path, int keep) => BrokenModelCopies.Truncate(path, keep);
 
     [Fact]
     public void ABrokenTokenizerIsReportedAheadOfABrokenCheckpoint()
