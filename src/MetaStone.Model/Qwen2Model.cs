@@ -133,12 +133,16 @@ internal static class Qwen2Projection
     /// <summary><c>x·Wᵀ + b</c>: in <see cref="HostLinear"/> when the pass takes it (exact bf16 weights times unrounded
     /// activations), else in torch, where bf16/fp16 weights need the activations rounded to their dtype and return
     /// a rounded result.</summary>
-    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx)
+    /// <param name="widenInto">Optional fp32 memory of the output's shape where a mixed-precision torch matmul widens
+    /// its result (returned as that tensor) instead of into a fresh tensor; ignored by the other paths.</param>
+    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx, Tensor? widenInto = null)
     {
         if (InHostKernel(weight, ctx)) return HostLinear.Forward(x, weight, bias);
-        return ctx.Mixed
-            ? F.linear(x.to_type(ctx.WeightDtype), weight, bias).to_type(ScalarType.Float32)
-            : F.linear(x, weight, bias);
+        if (!ctx.Mixed) return F.linear(x, weight, bias);
+        var narrow = F.linear(x.to_type(ctx.WeightDtype), weight, bias);
+        return widenInto is not null && widenInto.dtype == ScalarType.Float32 && widenInto.shape.SequenceEqual(narrow.shape)
+            ? widenInto.copy_(narrow)
+            : narrow.to_type(ScalarType.Float32);
     }
 
     /// <summary>Whether <see cref="Apply"/> computes this matmul in the host kernel (exact, unrounded fp32 output).</summary>
@@ -597,14 +601,9 @@ public sealed class Qwen2ForCausalLM : nn.Module
     /// logits (see <see cref="Decode"/>); otherwise a fresh tensor.</param>
     internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx, Tensor? logitsBuffer = null)
     {
+        var logits = Qwen2Projection.Apply(final, headWeight, null, ctx, logitsBuffer);
         bool rounded = ctx.Mixed && !Qwen2Projection.InHostKernel(headWeight, ctx);
-        if (!rounded) return Qwen2Projection.Apply(final, headWeight, null, ctx);
-        // Qwen2Projection.Apply's torch branch for mixed precision, with the widening optionally into the buffer.
-        var narrow = F.linear(final.to_type(ctx.WeightDtype), headWeight);
-        var logits = logitsBuffer is not null && logitsBuffer.shape.SequenceEqual(narrow.shape) && logitsBuffer.dtype == ScalarType.Float32
-            ? logitsBuffer.copy_(narrow)
-            : narrow.to_type(ScalarType.Float32);
-        return RefineLikeliest(logits, final, headWeight);
+        return rounded ? RefineLikeliest(logits, final, headWeight) : logits;
     }
 
     /// <summary>How many of each row's likeliest logits <see cref="RefineLikeliest"/> recomputes in fp32.</summary>
