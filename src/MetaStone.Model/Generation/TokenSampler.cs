@@ -27,9 +27,14 @@ internal static class TokenSampler
         var device = logits.device;
         using var scope = NewDisposeScope();
 
-        // Every [B, V] step of the sampler works in the thread's probability workspace (see ProbabilityWorkspace): a
-        // penalised copy, the temperature and an in-place softmax, instead of three fresh full-vocabulary tensors.
-        var probs = ProbabilityWorkspace(b, logits.shape[1], device);
+        // Every [B, V] step of the sampler works in a per-thread workspace: a penalised copy, the temperature and an
+        // in-place softmax, instead of three fresh full-vocabulary tensors. Without truncation the probabilities are
+        // computed straight into the blocked inverse CDF's padded workspace (its padding columns stay zero); with it, into
+        // their own (see ProbabilityWorkspace), since the threshold search uses the padded one as scratch.
+        bool truncates = rows.Any(r => r.TopP < 1 || r.TopK > 0);
+        long width = logits.shape[1];
+        var padded = truncates ? null : Workspace(b, width, device).Values;
+        var probs = padded?.narrow(1, 0, width) ?? ProbabilityWorkspace(b, width, device);
         probs.copy_(logits);
         if (history is not null)
         {
@@ -50,20 +55,9 @@ internal static class TokenSampler
         var uniform = tensor(rows.Select(r => (float)r.Uniform).ToArray(), device: device).unsqueeze(1);
         var topP = tensor(rows.Select(r => (float)r.TopP).ToArray(), device: device).unsqueeze(1);
 
-        Tensor sampled;
-        bool truncates = rows.Any(r => r.TopP < 1 || r.TopK > 0);
-        if (!truncates)
-        {
-            // Full distribution: inverse CDF needs no sorting, and the two-level search needs no full-vocabulary cumsum. The
-            // probabilities go into the per-thread workspace, already padded to whole CDF blocks: no fresh [B, V] pad copy.
-            var (padded, _) = Workspace(b, probs.shape[1], device);
-            padded.narrow(1, 0, probs.shape[1]).copy_(probs);
-            sampled = BlockedInverseCdf(padded, uniform);
-        }
-        else
-        {
-            sampled = SampleTruncated(probs, rows, topP, uniform);
-        }
+        // Full distribution: inverse CDF needs no sorting, and the two-level search needs no full-vocabulary cumsum over
+        // the padded workspace the probabilities are already in.
+        Tensor sampled = padded is not null ? BlockedInverseCdf(padded, uniform) : SampleTruncated(probs, rows, topP, uniform);
 
         if (anyGreedy)
         {
