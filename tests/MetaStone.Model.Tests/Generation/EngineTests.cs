@@ -121,13 +121,21 @@ public sealed class EngineTests : IDisposable
     [Fact]
     public async Task CancelledRequestLeavesTheBatchAndFreesItsSlots()
     {
-        using var engine = Engine(maxBatch: 4, maxLength: 256);
+        // The engine's per-step hook holds its thread at the first decode step until the test has cancelled: polling for
+        // an active request raced a 240-token run of the tiny model that can finish between two polls.
+        using var decoding = new ManualResetEventSlim();
+        using var cancelled = new ManualResetEventSlim();
+        using var engine = new GenerationEngine(_model, _head, new EngineOptions
+        {
+            MaxBatch = 4, MaxSequenceLength = 256, StepRules = Rules, EosTokenIds = [Eos],
+            FaultInjection = _ => { decoding.Set(); cancelled.Wait(TimeSpan.FromSeconds(30)); },
+        });
         using var cts = new CancellationTokenSource();
         var long_ = engine.GenerateAsync(Request(4, maxNew: 240, sampling: new SamplingOptions { RepetitionPenalty = 1 }) with { StopTokenIds = [] }, cts.Token);
-        var started = System.Diagnostics.Stopwatch.StartNew();
-        while (engine.Stats.ActiveSequences == 0 && !long_.IsCompleted && started.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(5);
-        Assert.True(engine.Stats.ActiveSequences > 0, "the request never became active within 30 s");
+        Assert.True(decoding.Wait(TimeSpan.FromSeconds(30)), "the request never reached a decode step within 30 s");
+        Assert.True(engine.Stats.ActiveSequences > 0, "no active sequence at the first decode step");
         cts.Cancel();
+        cancelled.Set();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => long_);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         while (engine.Stats.ActiveSequences > 0 && sw.ElapsedMilliseconds < 1000) await Task.Delay(5);
