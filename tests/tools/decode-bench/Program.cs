@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
 // Usage:
-//   DecodeBench write DIR                      writes a random Qwen2-0.5B-shape checkpoint (tied, bf16) once
+//   DecodeBench write DIR [tiny]               writes a random Qwen2-0.5B-shape checkpoint (tied, bf16) once, or the
+//                                              engine bench's tiny shape (fp32, untied)
 //   DecodeBench run DIR DTYPE K[,K…] TOKENS R  loads it (timed, peak RSS), then R rounds of each K: decode tok/s
 //   DecodeBench forward DIR DTYPE K[,K…] R [T]  R rounds of the bare decode forward per K (median ms), T threads
 //   DecodeBench profile DIR DTYPE K[,K…] [T]   per-op-class profile of one decode step (needs WITH_PROFILER), T threads
@@ -21,8 +22,9 @@ string dir = args[1];
 if (mode == "write")
 {
     manual_seed(13);
-    var config = HalfBShape();
-    using var model = new Qwen2ForCausalLM(config, ScalarType.BFloat16, CPU, ropePositions: 256, initializeWeights: false);
+    bool tiny = args.Length > 2 && args[2] == "tiny";
+    var config = tiny ? TinyShape() : HalfBShape();
+    using var model = new Qwen2ForCausalLM(config, tiny ? ScalarType.Float32 : ScalarType.BFloat16, CPU, ropePositions: 256, initializeWeights: false);
     model.InitializeWeights(13);
     Directory.CreateDirectory(dir);
     config.Save(Path.Combine(dir, "config.json"));
@@ -171,6 +173,13 @@ static Qwen2Config HalfBShape() => new()
 {
     VocabSize = 151936, HiddenSize = 896, IntermediateSize = 4864, NumHiddenLayers = 24, NumAttentionHeads = 14,
     NumKeyValueHeads = 2, HeadDim = 64, RopeTheta = 1_000_000, MaxPositionEmbeddings = 32768, TieWordEmbeddings = true,
+};
+
+// `metastone bench engine --shapes tiny`'s shape (MetaStone.Bench.BenchModelShape), for profiling its decode step.
+static Qwen2Config TinyShape() => new()
+{
+    VocabSize = 2048, HiddenSize = 256, IntermediateSize = 688, NumHiddenLayers = 4, NumAttentionHeads = 4,
+    NumKeyValueHeads = 2, HeadDim = 64, RopeTheta = 1_000_000, MaxPositionEmbeddings = 4096,
 };
 
 static double PeakRssMb()
