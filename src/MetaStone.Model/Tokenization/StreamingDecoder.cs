@@ -35,13 +35,13 @@ public sealed class StreamingDecoder
     /// <summary>Ends the sequence: returns held-back bytes (as U+FFFD if they never formed a character) and resets.</summary>
     public string Flush() => DecodeBytes([], flush: true);
 
-    private string DecodeBytes(byte[] bytes, bool flush)
+    private string DecodeBytes(ReadOnlySpan<byte> bytes, bool flush)
     {
         // Each byte yields at most one char; held-back bytes (at most 3) may flush as one U+FFFD each.
         int maxChars = bytes.Length + 4;
         if (_chars.Length < maxChars)
             _chars = new char[Math.Max(maxChars, _chars.Length * 2)];
-        int count = _utf8.GetChars(bytes, 0, bytes.Length, _chars, 0, flush);
+        int count = _utf8.GetChars(bytes, _chars, flush);
         return new string(_chars, 0, count);
     }
 }

@@ -118,6 +118,19 @@ public sealed class QwenTokenizerParityTests(QwenReferenceFixture reference)
         Assert.Equal(151645, Tokenizer.EosTokenId); // tokenizer_config.json: eos_token "<|im_end|>"
     }
 
+    [Fact]
+    public void Ids_outside_the_vocabulary_decode_to_nothing_between_their_neighbours()
+    {
+        // The decoder's id → bytes table is one array of runs: the first and last ids and the ids past it must not
+        // borrow a neighbour's bytes.
+        Assert.Equal(" world", Tokenizer.Decode([-1, 1879, 151669, 1_000_000]));
+        Assert.Equal("!</think>", Tokenizer.Decode([0, 151668]));
+        var streaming = Tokenizer.CreateStreamingDecoder();
+        Assert.Equal("", streaming.Push(151669));
+        Assert.Equal(" world", streaming.Push(1879));
+        Assert.Equal("", streaming.Flush());
+    }
+
     private static readonly Dictionary<string, string> NfcForms = new()
     {
         ["café naïve résumé Ångström e\u0301 A\u030A"] = "café naïve résumé Ångström \u00E9 \u00C5",
