@@ -80,11 +80,13 @@ internal static unsafe class HostLinear
 }
 
 /// <summary>One matmul's operands, split by weight rows among the team's threads.</summary>
-internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, float* y, float* bias, int m, int k, int n)
+internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, float* y, float* bias, int m, int k, int n) : ITeamJob
 {
     public int ScratchFloats => LinearRows.ScratchFloats(k);
 
     public long MultiplyAdds => (long)m * n * k;
+
+    public int PartsFor(int threads) => KernelTeam.IsSmallMatmul(MultiplyAdds) ? 1 : threads;
 
     /// <summary>Rows of W [start, end) for all M rows of x: every thread streams its own part of the weights once.</summary>
     public void RunPart(int part, int parts, float* scratch)

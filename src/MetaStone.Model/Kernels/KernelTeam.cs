@@ -1,6 +1,21 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace MetaStone.Model.Kernels;
+
+/// <summary>Work <see cref="KernelTeam"/> splits into parts: a matmul (<see cref="LinearJob"/>) or the sampler's rows.</summary>
+internal unsafe interface ITeamJob
+{
+    /// <summary>Parts worth running with <paramref name="threads"/> threads: 1 when the job is too small for waking a
+    /// worker to pay.</summary>
+    int PartsFor(int threads);
+
+    /// <summary>Floats of per-thread scratch a part needs.</summary>
+    int ScratchFloats { get; }
+
+    /// <summary>Runs part <paramref name="part"/> of <paramref name="parts"/>; must not throw (a worker has no caller).</summary>
+    void RunPart(int part, int parts, float* scratch);
+}
 
 /// <summary>
 /// The threads that run <see cref="HostLinear"/>'s parts: the calling thread plus up to <c>ProcessorCount − 1</c>
@@ -28,7 +43,11 @@ internal sealed unsafe class KernelTeam
     private readonly int _capacity;
     private readonly Worker?[] _workers;
     private readonly Lock _gate = new();
-    private LinearJob _job;
+    // The job being run: a pointer to the caller's job (on its stack; the caller waits for every part) and the part
+    // runner of its type, so any ITeamJob runs without boxing or a delegate allocation per call.
+    private void* _job;
+    private delegate*<void*, int, int, float*, void> _runPart;
+    private int _scratchFloats;
     private int _parts;
     private int _pending;
 
@@ -40,10 +59,9 @@ internal sealed unsafe class KernelTeam
         _workers = new Worker?[capacity];
     }
 
-    public void Run(ref LinearJob job, int threads)
+    public void Run<TJob>(ref TJob job, int threads) where TJob : unmanaged, ITeamJob
     {
-        // A small matmul (the tiny model's, ~100k multiply-adds) finishes on one thread before a sleeping worker wakes.
-        int parts = job.MultiplyAdds < SmallJobMultiplyAdds ? 1 : Math.Clamp(threads, 1, _capacity);
+        int parts = Math.Clamp(job.PartsFor(threads), 1, _capacity);
         t_callerScratch ??= new Scratch();
         float* callerScratch = t_callerScratch.For(job.ScratchFloats);
         if (parts == 1 || !_gate.TryEnter())
@@ -53,7 +71,9 @@ internal sealed unsafe class KernelTeam
         }
         try
         {
-            _job = job;
+            _job = Unsafe.AsPointer(ref job);
+            _runPart = &RunPartOf<TJob>;
+            _scratchFloats = job.ScratchFloats;
             _parts = parts;
             Volatile.Write(ref _pending, parts - 1);
             for (int p = 1; p < parts; p++) (_workers[p] ??= new Worker(this, p)).Signal();
@@ -66,6 +86,13 @@ internal sealed unsafe class KernelTeam
             _gate.Exit();
         }
     }
+
+    private static void RunPartOf<TJob>(void* job, int part, int parts, float* scratch) where TJob : unmanaged, ITeamJob =>
+        ((TJob*)job)->RunPart(part, parts, scratch);
+
+    /// <summary>Below this a matmul runs on the calling thread only: a small one (the tiny model's, ~100k multiply-adds)
+    /// finishes before a sleeping worker wakes.</summary>
+    internal static bool IsSmallMatmul(long multiplyAdds) => multiplyAdds < SmallJobMultiplyAdds;
 
     private sealed class Worker
     {
@@ -108,8 +135,7 @@ internal sealed unsafe class KernelTeam
                     else _wake.Wait();
                 }
                 seen = Volatile.Read(ref _generation);
-                var job = _team._job;
-                job.RunPart(_part, _team._parts, _scratch.For(job.ScratchFloats));
+                _team._runPart(_team._job, _part, _team._parts, _scratch.For(_team._scratchFloats));
                 Interlocked.Decrement(ref _team._pending);
             }
         }

@@ -132,9 +132,13 @@ public sealed class TokenSamplerTests
         var before = logits.clone();
         var history = tensor(new long[,] { { 1, 2 }, { 3, 3 }, { 5, 8 }, { 13, 21 } });
         var rows = Enumerable.Range(0, 4).Select(i => new RowSampling(0.8, i % 2 == 0 ? 0.95 : 1.0, i == 3 ? 40 : 0, 1.1, (i + 0.5) / 4)).ToArray();
-        var first = TokenSampler.Sample(logits, history, rows);
-        Assert.True(logits.eq(before).all().item<bool>(), "Sample wrote into the logits it was given");
-        // The same call again (the workspaces reused) draws the same tokens.
-        Assert.Equal(first, TokenSampler.Sample(logits, history, rows));
+        // Both paths: the CPU one (HostTokenSampler) and the torch one GPU logits take.
+        foreach (var sample in new Func<Tensor, Tensor?, RowSampling[], long[]>[] { TokenSampler.Sample, TokenSampler.SampleInTorch })
+        {
+            var first = sample(logits, history, rows);
+            Assert.True(logits.eq(before).all().item<bool>(), "sampling wrote into the logits it was given");
+            // The same call again (the workspaces reused) draws the same tokens.
+            Assert.Equal(first, sample(logits, history, rows));
+        }
     }
 }
