@@ -161,7 +161,10 @@ internal abstract record AttentionPlan
     /// <summary>One new token for each of B slots at its own position.</summary>
     /// <param name="FirstSlot">When the slots are one ascending run, its first slot: the cache is then read with a
     /// view (slice) instead of an index_select copy of every row; <paramref name="Slots"/> is null then.</param>
-    public sealed record Decode(KvCache Cache, Tensor? Slots, Tensor FlatIndex, Tensor Mask, int KvLength, int? FirstSlot) : AttentionPlan;
+    /// <param name="HostSlots">Row i's slot, for <see cref="HostDecodeAttention"/>.</param>
+    /// <param name="HostPositions">Row i's position.</param>
+    public sealed record Decode(KvCache Cache, Tensor? Slots, Tensor FlatIndex, Tensor Mask, int KvLength, int? FirstSlot,
+        long[] HostSlots, long[] HostPositions) : AttentionPlan;
 }
 
 public sealed class Qwen2Attention : nn.Module
@@ -261,6 +264,11 @@ public sealed class Qwen2Attention : nn.Module
                 // Write this step's rows: one index_copy_ each into the cache's flat [slots·maxLen, 1, kv, hd] view.
                 dec.Cache.FlatKeys(_layer).index_copy_(0, dec.FlatIndex, k);
                 dec.Cache.FlatValues(_layer).index_copy_(0, dec.FlatIndex, v);
+                if (ctx.HostKernelsAllowed && HostDecodeAttention.Supports(q, dec.Cache.Keys(_layer), _headDim))
+                {
+                    attn = HostDecodeAttention.Run(q, dec.Cache.Keys(_layer), dec.Cache.Values(_layer), dec.HostSlots, dec.HostPositions, _heads, _kvHeads, _headDim);
+                    break;
+                }
                 var kk = ToFp32(ReadRows(dec.Cache.Keys(_layer), dec, b), ctx).permute(0, 2, 1, 3); // [B, kv, L, hd]
                 var vv = ToFp32(ReadRows(dec.Cache.Values(_layer), dec, b), ctx).permute(0, 2, 1, 3);
                 // GQA without copying the cache: fold the query heads of one KV group into the query-length axis.
@@ -558,7 +566,7 @@ public sealed class Qwen2ForCausalLM : nn.Module
         var flatT = tensor(flat, device: Device);
         // [B, 1, 1, L]: key j visible to row i iff j <= position_i (rows have different lengths).
         var mask = (TorchScalars.Arange(0, kvLength, Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
-        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null), allPositions: false,
+        return Run(inputIds.view(b, 1), posT.view(b, 1), new AttentionPlan.Decode(cache, slotT, flatT, mask, kvLength, contiguous ? (int)slots[0] : null, slots.ToArray(), positions.ToArray()), allPositions: false,
             logitsBuffer?.narrow(0, 0, b));
     }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using MetaStone.Model.Generation;
+using MetaStone.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -98,13 +99,19 @@ public static class DecodeProfiler
         var posT = tensor(positions, device: model.Device);
         var flatT = tensor(slots.Select((s, i) => s * maxLength + positions[i]).ToArray(), device: model.Device);
         var mask = (TorchScalars.Arange(0, position + 1, model.Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
-        var plan = new AttentionPlan.Decode(cache, null, flatT, mask, position + 1, 0);
+        var plan = new AttentionPlan.Decode(cache, null, flatT, mask, position + 1, 0, slots, positions);
+        bool hostAttention = model.HostKernelsAllowed && HostDecodeAttention.Supports(q, cache.Keys(0), headDim);
         double attention = Median(repetitions, () =>
         {
             for (int layer = 0; layer < layers.Count; layer++)
             {
                 cache.FlatKeys(layer).index_copy_(0, flatT, k);
                 cache.FlatValues(layer).index_copy_(0, flatT, v);
+                if (hostAttention)
+                {
+                    HostDecodeAttention.Run(q, cache.Keys(layer), cache.Values(layer), slots, positions, heads, kvHeads, headDim);
+                    continue;
+                }
                 var kRows = Qwen2Attention.ReadRows(cache.Keys(layer), plan, batch);
                 var vRows = Qwen2Attention.ReadRows(cache.Values(layer), plan, batch);
                 var kk = (narrowKv ? kRows.to_type(ScalarType.Float32) : kRows).permute(0, 2, 1, 3);

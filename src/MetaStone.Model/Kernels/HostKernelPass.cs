@@ -30,6 +30,16 @@ internal static class HostKernelPass
         }
     }
 
+    /// <summary>True while a pass is active: torch is on one thread and the kernel team may take the others. Outside a
+    /// pass torch's OpenMP workers own them (and spin after every parallel region).</summary>
+    public static bool IsActive
+    {
+        get
+        {
+            lock (Gate) return s_active > 0;
+        }
+    }
+
     public static Scope Begin()
     {
         lock (Gate)
