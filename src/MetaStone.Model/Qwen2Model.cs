@@ -264,7 +264,7 @@ public sealed class Qwen2Attention : nn.Module
                 // Write this step's rows: one index_copy_ each into the cache's flat [slots·maxLen, 1, kv, hd] view.
                 dec.Cache.FlatKeys(_layer).index_copy_(0, dec.FlatIndex, k);
                 dec.Cache.FlatValues(_layer).index_copy_(0, dec.FlatIndex, v);
-                if (ctx.HostKernelsAllowed && HostDecodeAttention.Supports(q, dec.Cache.Keys(_layer), _headDim))
+                if (ctx.HostKernelsAllowed && !ctx.RecordsGradients && HostDecodeAttention.Supports(q, dec.Cache.Keys(_layer), _headDim))
                 {
                     attn = HostDecodeAttention.Run(q, dec.Cache.Keys(_layer), dec.Cache.Values(_layer), dec.HostSlots, dec.HostPositions, _heads, _kvHeads, _headDim);
                     break;

@@ -20,9 +20,11 @@ namespace MetaStone.Model.Generation;
 /// top-p and its rank below top-k — found without sorting the row: a histogram of the weights by float exponent and 4
 /// mantissa bits (buckets 2^(1/16) wide) locates the bucket the boundary lies in, and only that bucket is sorted. Tokens
 /// too light to reach the boundary (below (1 − top-p)·Σ / V each) are skipped by the histogram, which makes peaked rows of
-/// trained models cheap. Sampling order follows the torch path: a nucleus of at most <see cref="TokenSampler.CandidatePool"/>
-/// tokens is sampled in descending order of probability, a larger one in id order, so both paths pick the same token for
-/// the same uniform up to float rounding at a boundary.</para>
+/// trained models cheap. Sampling order: a nucleus of at most <see cref="TokenSampler.CandidatePool"/> tokens is walked in
+/// descending order of probability, a larger one in id order; ties go to the lower id. The torch path (GPU logits) walks
+/// the same orders, so both pick the same token for the same uniform up to float rounding at a boundary — except with a
+/// top-k above 256, where torch's pool grows to the batch's largest top-k and is walked in descending order, and for
+/// exact ties, which torch's topk breaks its own way.</para>
 /// <para>Every method is compiled optimised on first call (AggressiveOptimization): tier-0 code of these SIMD loops ran
 /// a one-row sample 10× slower, for the first ~30 steps of every process.</para>
 /// </remarks>
@@ -51,6 +53,8 @@ internal static unsafe class HostTokenSampler
         int b = rows.Length;
         if (logits.shape[0] < b) throw new ArgumentException($"{b} sampling rows for {logits.shape[0]} logit rows");
         int v = checked((int)logits.shape[1]);
+        if (history is not null && (history.dim() != 2 || history.shape[0] < b))
+            throw new ArgumentException($"history must be [B ≥ {b}, L], got [{string.Join(", ", history.shape)}]", nameof(history));
         long rowStride = logits.stride(0);
         float* first = (float*)HostLinear.DataPointer(logits);
         long* ids = history is null ? null : (long*)HostLinear.DataPointer(history);
@@ -71,6 +75,8 @@ internal static unsafe class HostTokenSampler
             if (sampled[r] == FailedRow)
                 SampleRow(first + r * rowStride, v, ids is null ? null : ids + (long)r * historyLength, historyLength, rows[r], Scratch, r);
         }
+        GC.KeepAlive(logits);   // read through raw pointers above
+        GC.KeepAlive(history);
         return sampled;
     }
 
@@ -171,7 +177,10 @@ internal static unsafe class HostTokenSampler
         long topK = row.TopK > 0 ? row.TopK : long.MaxValue;
         // A token lighter than (1 − top-p)·Σ / V cannot be at the boundary: all of them together weigh less than the
         // (1 − top-p)·Σ the nucleus leaves out. 0.999 keeps that strict under rounding.
-        float floor = row.TopP < 1 ? (float)((1 - row.TopP) * total / v * 0.999) : 0f;
+        // Weights that underflowed to 0 are never sampled, so they never enter the histogram either: otherwise a top-k
+        // above the number of non-zero weights (a confident row at a low temperature) put the boundary in bucket 0 and
+        // sorted the whole vocabulary (53 ms per B = 32 step instead of 1.4 ms).
+        float floor = MathF.Max(row.TopP < 1 ? (float)((1 - row.TopP) * total / v * 0.999) : 0f, float.Epsilon);
 
         var mass = scratch.BucketMass;
         var count = scratch.BucketCount;
@@ -195,7 +204,7 @@ internal static unsafe class HostTokenSampler
             return SampleKept(weights, v, floor, int.MaxValue, above, row.Uniform, rankAbove, scratch);
 
         // Sort only the boundary bucket (descending weight, then ascending id) and keep its prefix.
-        float low = BitConverter.Int32BitsToSingle(boundary << BucketShift);
+        float low = MathF.Max(BitConverter.Int32BitsToSingle(boundary << BucketShift), floor);
         float high = BitConverter.Int32BitsToSingle((boundary + 1) << BucketShift);
         int n = Collect(weights, v, low, high, scratch.CandidateWeights, scratch.CandidateIds);
         var bucketWeights = scratch.CandidateWeights.AsSpan(0, n);
@@ -204,7 +213,8 @@ internal static unsafe class HostTokenSampler
         double kept = above;
         long rank = rankAbove;
         int keptInBucket = 0;
-        while (keptInBucket < n && kept < limit && rank < topK)
+        // The most likely token always stays (as in the torch path), even at a top-p of 0.
+        while (keptInBucket < n && (rank == 0 || (kept < limit && rank < topK)))
         {
             kept += bucketWeights[keptInBucket];
             rank++;

@@ -35,11 +35,18 @@ internal static unsafe class HostDecodeAttention
     public static Tensor Run(Tensor q, Tensor keys, Tensor values, long[] slots, long[] positions, int heads, int kvHeads, int headDim)
     {
         int b = slots.Length;
+        // Everything below is read through raw pointers: a wrong shape or slot would read outside the tensors.
+        long[] cacheShape = [keys.shape[0], keys.shape[1], kvHeads, headDim];
+        if (keys.dim() != 4 || !keys.shape.SequenceEqual(cacheShape) || !values.shape.SequenceEqual(cacheShape) || values.dtype != keys.dtype || !values.is_contiguous())
+            throw new ArgumentException($"keys and values must both be contiguous [slots, maxLength, {kvHeads}, {headDim}] of one dtype, got [{string.Join(", ", keys.shape)}] and [{string.Join(", ", values.shape)}]");
+        if (heads % kvHeads != 0 || q.dim() != 4 || q.shape[0] != b || q.shape[1] != 1 || q.shape[2] != heads || q.shape[3] != headDim || positions.Length != b)
+            throw new ArgumentException($"q must be [{b}, 1, {heads}, {headDim}] with {heads} heads a multiple of {kvHeads} KV heads and one position per row, got [{string.Join(", ", q.shape)}]");
         int maxLength = (int)keys.shape[1];
         int longest = 0;
         for (int i = 0; i < b; i++)
         {
             if ((ulong)positions[i] >= (ulong)maxLength) throw new ArgumentException($"position {positions[i]} is outside the cache's {maxLength}");
+            if ((ulong)slots[i] >= (ulong)keys.shape[0]) throw new ArgumentException($"slot {slots[i]} is outside the cache's {keys.shape[0]}");
             longest = Math.Max(longest, (int)positions[i] + 1);
         }
         var output = empty([b, 1, heads * headDim], dtype: ScalarType.Float32, device: q.device);
@@ -56,6 +63,9 @@ internal static unsafe class HostDecodeAttention
             // torch's attention (one sequence: 24–25 ms either way, against 25–27 ms with torch's).
             KernelTeam.Shared.Run(ref job, HostKernelPass.IsActive ? HostKernelPass.Threads : 1);
         }
+        GC.KeepAlive(q);   // read through raw pointers above
+        GC.KeepAlive(keys);
+        GC.KeepAlive(values);
         return output;
     }
 

@@ -59,6 +59,8 @@ internal sealed unsafe class KernelTeam
         _workers = new Worker?[capacity];
     }
 
+    /// <summary>Runs <paramref name="job"/>'s parts on up to <paramref name="threads"/> threads and returns when all are
+    /// done. The job must be a local of the caller (the workers read it through a pointer to the caller's stack).</summary>
     public void Run<TJob>(ref TJob job, int threads) where TJob : unmanaged, ITeamJob
     {
         int parts = Math.Clamp(job.PartsFor(threads), 1, _capacity);
@@ -75,14 +77,21 @@ internal sealed unsafe class KernelTeam
             _runPart = &RunPartOf<TJob>;
             _scratchFloats = job.ScratchFloats;
             _parts = parts;
-            Volatile.Write(ref _pending, parts - 1);
-            for (int p = 1; p < parts; p++) (_workers[p] ??= new Worker(this, p)).Signal();
+            Volatile.Write(ref _pending, 0);
+            // Counted as each worker is signalled, so the wait below covers exactly the parts that run elsewhere.
+            for (int p = 1; p < parts; p++)
+            {
+                var worker = _workers[p] ??= new Worker(this, p);
+                Interlocked.Increment(ref _pending);
+                worker.Signal();
+            }
             job.RunPart(0, parts, callerScratch);
-            var spin = new SpinWait();
-            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
         }
         finally
         {
+            // Also when this thread's part threw: the workers read the job on this thread's stack until they are done.
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
             _gate.Exit();
         }
     }

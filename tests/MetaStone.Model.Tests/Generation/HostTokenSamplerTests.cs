@@ -128,6 +128,28 @@ public sealed class HostTokenSamplerTests
     }
 
     [Fact]
+    public void Edge_settings_keep_at_least_the_likeliest_token_and_bad_histories_are_refused()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(8);
+        var logits = randn(new long[] { 2, 151_936 }, generator: generator) * 3;
+        long argmax = logits[0].argmax().item<long>();
+        // A confident row at a low temperature: three or so non-zero weights, top-k 50 above them, top-p 1.
+        var cold = new RowSampling(0.005, 1.0, 50, 1, 0.7);
+        Assert.Equal(Reference(logits[0].data<float>().ToArray(), null, cold), HostTokenSampler.Sample(logits, null, [cold, cold])[0]);
+        // A top-p below the likeliest token's probability (down to 0, which the API refuses) keeps that token alone.
+        foreach (double topP in new[] { 1e-9, 0.0 })
+            Assert.Equal(argmax, HostTokenSampler.Sample(logits, null, [new RowSampling(1, topP, 0, 1, 0.99), new RowSampling(1, topP, 0, 1, 0.5)])[0]);
+        // A top-k beyond the vocabulary is no top-k.
+        var wide = new RowSampling(0.8, 1.0, 1_000_000, 1, 0.3);
+        Assert.Equal(Reference(logits[1].data<float>().ToArray(), null, wide), HostTokenSampler.Sample(logits.narrow(0, 1, 1), null, [wide])[0]);
+        // A history with fewer rows than the batch would be read past its end.
+        var error = Assert.Throws<ArgumentException>(() => HostTokenSampler.Sample(logits, tensor(new long[,] { { 1, 2 } }),
+            [new RowSampling(0.8, 0.95, 0, 1.3, 0.5), new RowSampling(0.8, 0.95, 0, 1.3, 0.5)]));
+        Assert.Contains("history", error.Message);
+    }
+
+    [Fact]
     public void A_row_of_nan_logits_fails_with_its_row_named()
     {
         using var scope = NewDisposeScope();

@@ -52,5 +52,15 @@ public sealed class HostDecodeAttentionTests
         var reference = cat(expected, 0);
         double error = (host - reference).abs().max().item<float>();
         Assert.True(error < 2e-6, $"largest difference from SDPA {error:E2}");
+
+        // Inside a host-kernel pass the (row, KV head) pairs are split over the kernel team: the same numbers.
+        using (HostKernelPass.Begin())
+            Assert.True(HostDecodeAttention.Run(q, keys, values, slotIds, positions, heads, kvHeads, headDim).eq(host).all().item<bool>(), "split over the team, the output changed");
+
+        // A slot outside the cache would be read through a raw pointer: refused.
+        long[] badSlots = [.. slotIds];
+        badSlots[^1] = slots;
+        var refused = Assert.Throws<ArgumentException>(() => HostDecodeAttention.Run(q, keys, values, badSlots, positions, heads, kvHeads, headDim));
+        Assert.Contains($"slot {slots}", refused.Message);
     }
 }
