@@ -125,6 +125,11 @@ internal readonly record struct LayerContext(long Batch, long Length, ScalarType
     /// kernel is faster at (<see cref="HostLinear.DecodeMaxRows"/>).</summary>
     public bool HostKernels => HostKernelsAllowed && !RecordsGradients && HostLinear.IsSupported
         && (!Decoding || Batch * Length <= HostLinear.DecodeMaxRows(WeightDtype));
+
+    /// <summary>The bf16 matmuls of this decode step run in <see cref="NativeBf16"/> (bf16-rounded activations): a batch
+    /// above what <see cref="HostLinear"/>'s exact kernel is faster at.</summary>
+    public bool NativeBf16Decode => HostKernels && Decoding && WeightDtype == ScalarType.BFloat16
+        && Batch * Length > HostLinear.Bf16DecodeMaxRows && NativeBf16.IsAvailable;
 }
 
 /// <summary>Every matmul of the decoder: fp32 activations in, fp32 out, whatever the weights' dtype.</summary>
@@ -137,7 +142,8 @@ internal static class Qwen2Projection
     /// its result (returned as that tensor) instead of into a fresh tensor; ignored by the other paths.</param>
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx, Tensor? widenInto = null)
     {
-        if (InHostKernel(weight, ctx)) return HostLinear.Forward(x, weight, bias);
+        if (InHostKernel(weight, ctx))
+            return ctx.NativeBf16Decode && weight.dtype == ScalarType.BFloat16 ? NativeBf16.Forward(x, weight, bias, widenInto) : HostLinear.Forward(x, weight, bias);
         if (!ctx.Mixed) return F.linear(x, weight, bias);
         var narrow = F.linear(x.to_type(ctx.WeightDtype), weight, bias);
         return widenInto is not null && widenInto.dtype == ScalarType.Float32 && widenInto.shape.SequenceEqual(narrow.shape)
@@ -610,7 +616,9 @@ public sealed class Qwen2ForCausalLM : nn.Module
     internal static Tensor HeadLogits(Tensor final, Tensor headWeight, LayerContext ctx, Tensor? logitsBuffer = null)
     {
         var logits = Qwen2Projection.Apply(final, headWeight, null, ctx, logitsBuffer);
-        bool rounded = ctx.Mixed && !Qwen2Projection.InHostKernel(headWeight, ctx);
+        // Torch rounds the head's inputs and outputs to bf16, the native kernel its inputs: both get the likeliest logits
+        // recomputed exactly.
+        bool rounded = ctx.Mixed && (!Qwen2Projection.InHostKernel(headWeight, ctx) || ctx.NativeBf16Decode);
         return rounded ? RefineLikeliest(logits, final, headWeight) : logits;
     }
 

@@ -35,7 +35,8 @@ internal static unsafe class HostLinear
     public static long DecodeMaxRows(ScalarType weightDtype) => weightDtype switch
     {
         ScalarType.Float32 => long.MaxValue,
-        ScalarType.BFloat16 => Bf16DecodeMaxRows,
+        // Larger bf16 batches run in the native AVX512-BF16 kernel when it is there (NativeBf16), else in torch.
+        ScalarType.BFloat16 => NativeBf16.IsAvailable ? long.MaxValue : Bf16DecodeMaxRows,
         _ => 0,
     };
 

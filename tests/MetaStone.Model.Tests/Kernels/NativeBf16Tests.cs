@@ -1,0 +1,55 @@
+using MetaStone.Model.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MetaStone.Model.Tests.Kernels;
+
+/// <summary>The native AVX512-BF16 kernel is there on this machine type and computes bf16(x)·Wᵀ + b in fp32.</summary>
+public sealed class NativeBf16Tests
+{
+    [Fact]
+    public void Is_loaded_next_to_the_assembly_on_a_cpu_with_avx512_bf16()
+    {
+        // CI and development machines have avx512_bf16: there the library must load (a missing copy or a broken
+        // export would otherwise silently fall back to torch and lose the speed).
+        if (!CpuFeatures.All.Contains("avx512_bf16") || !HostLinear.IsSupported) return;
+        Assert.True(NativeBf16.IsAvailable, $"native bf16 kernel unavailable: {NativeBf16.Unavailable}");
+    }
+
+    public static TheoryData<int, int, int, bool> Shapes => new()
+    {
+        // rows, outputs, width, bias
+        { 32, 1152, 896, true },    // Qwen2-0.5B q/k/v at best-of-32
+        { 32, 896, 4864, false },   // down_proj
+        { 7, 70, 100, true },       // tails: rows not a multiple of 4, outputs not of 4, width not of 32
+        { 1, 3, 16, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void Equals_a_float64_product_of_the_rounded_operands(int rows, int outputs, int width, bool withBias)
+    {
+        if (!NativeBf16.IsAvailable) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var generator = new torch.Generator((ulong)(rows * 7 + outputs));
+        var x = randn(new long[] { rows, width }, generator: generator);
+        var weight = (randn(new long[] { outputs, width }, generator: generator) * 0.05).to_type(ScalarType.BFloat16);
+        var bias = withBias ? randn(new long[] { outputs }, generator: generator).to_type(ScalarType.BFloat16) : null;
+        using (HostKernelPass.Begin())   // as in an engine step: the rows split over the kernel team
+        {
+            var y = NativeBf16.Forward(x, weight, bias);
+            // The operands as the kernel sees them: x rounded to bf16 (nearest even), exact bf16 weights; float64 sums.
+            var expected = x.to_type(ScalarType.BFloat16).to_type(ScalarType.Float64).matmul(weight.to_type(ScalarType.Float64).t());
+            if (bias is not null) expected += bias.to_type(ScalarType.Float64);
+            double scale = expected.abs().max().item<double>();
+            double error = (y.to_type(ScalarType.Float64) - expected).abs().max().item<double>();
+            // fp32 accumulation over `width` products: relative to the output's scale, a few ulp times √width.
+            Assert.True(error <= scale * 1e-6 * Math.Sqrt(width), $"largest error {error:E2} at scale {scale:E2}");
+            // Into a given buffer: the same numbers, in that buffer.
+            var buffer = empty(rows, outputs);
+            Assert.Same(buffer, NativeBf16.Forward(x, weight, bias, buffer));
+            Assert.True(buffer.eq(y).all().item<bool>());
+        }
+    }
+}
