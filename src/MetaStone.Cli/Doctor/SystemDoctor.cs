@@ -238,8 +238,13 @@ public sealed class SystemDoctor
         if (!flags.Contains("avx2"))
             return new DoctorCheck("cpu-features", DoctorStatus.Warn, listing,
                 "Without AVX2 libtorch falls back to slow generic kernels; expect very low tokens/s. Use fp32 and a newer x86-64 CPU.");
+        // The native kernel's own verdict is about this machine (the flags may come from a cpuinfo file given to the doctor).
+        string? nativeProblem = MetaStone.Model.CpuFeatures.NativeBf16Unavailable;
+        string batched = nativeProblem is null
+            ? "batched bf16 decode runs in the native AVX512-BF16 kernel"
+            : $"batched bf16 decode runs in torch (native kernel off here: {nativeProblem})";
         return fastBf16
-            ? new DoctorCheck("cpu-features", DoctorStatus.Ok, listing + "; bf16 runs natively: serve in bf16", null)
+            ? new DoctorCheck("cpu-features", DoctorStatus.Ok, listing + $"; bf16 runs natively: serve in bf16; {batched}", null)
             : new DoctorCheck("cpu-features", DoctorStatus.Ok, listing + "; no bf16 hardware (avx512_bf16/amx_bf16): serve in fp32, bf16 is emulated and slow here", null);
     }
 
