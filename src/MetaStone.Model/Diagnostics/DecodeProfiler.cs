@@ -50,6 +50,9 @@ public static class DecodeProfiler
         using var cache = new KvCache(c, batch, maxLength, model.Device, model.KvDtype);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        // As the engine runs a step: torch on one thread and the kernel team on the others when the step's matmuls run
+        // in the host or native kernels.
+        using var pass = model.HostKernelStep(batch);
         // A cache filled to the step's position: the prompt prefilled into slot 0 and copied to the others, then random tokens.
         var promptIds = tensor(prompt.Take(position).Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0);
         model.Prefill(promptIds, cache, 0, 0);
