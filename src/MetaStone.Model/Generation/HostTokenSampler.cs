@@ -86,7 +86,9 @@ internal static unsafe class HostTokenSampler
 
     private readonly struct SamplingJob(float* logits, long rowStride, int v, long* history, int historyLength, RowSampling* rows, long* sampled, int count) : ITeamJob
     {
-        public int PartsFor(int threads) => Math.Min(threads, count);
+        // A small vocabulary (the shipped tiny model's 352 tokens) samples every row in microseconds: waking a worker,
+        // and waiting for it on a machine the silos oversubscribe, costs more than it saves.
+        public int PartsFor(int threads) => (long)count * v < 128 * 1024 ? 1 : Math.Min(threads, count);
 
         public int ScratchFloats => 0;
 

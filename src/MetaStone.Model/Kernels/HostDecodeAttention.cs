@@ -74,8 +74,9 @@ internal static unsafe class HostDecodeAttention
     {
         private int Groups => heads / kvHeads;
 
-        // A (row, KV head) pair is ~groups × positions × hd × 4 flops: worth a second thread from a few pairs on.
-        public int PartsFor(int threads) => (long)rows * kvHeads * Groups * longest * headDim < 64 * 1024 ? 1 : threads;
+        // A (row, KV head) pair is ~groups × positions × hd × 4 flops: worth a second thread only when there are enough
+        // (the shipped tiny model's few candidates stay on the caller, as waking and waiting for a worker costs more there).
+        public int PartsFor(int threads) => (long)rows * kvHeads * Groups * longest * headDim < 256 * 1024 ? 1 : threads;
 
         // Each query head's scores over the longest row's positions.
         public int ScratchFloats => Groups * (longest + 16);
