@@ -52,12 +52,7 @@ internal static unsafe class HostLinear
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
         if (x.dtype != ScalarType.Float32) throw new ArgumentException("the host kernel takes fp32 activations", nameof(x));
-        int k = (int)weight.shape[1], n = (int)weight.shape[0];
-        if (x.shape[^1] != k) throw new ArgumentException($"activation width {x.shape[^1]} != weight width {k}", nameof(x));
-        var input = x.is_contiguous() ? x : x.contiguous();
-        long rows = input.numel() / k;
-        var outputShape = x.shape.ToArray();
-        outputShape[^1] = n;
+        var (input, rows, k, n, outputShape) = Operands(x, weight);
         var output = empty(outputShape, dtype: ScalarType.Float32, device: x.device);
         if (rows == 0) return output;
         Tensor? biasFp32 = bias is null ? null : bias.dtype == ScalarType.Float32 ? bias : bias.to_type(ScalarType.Float32);
@@ -70,6 +65,18 @@ internal static unsafe class HostLinear
         GC.KeepAlive(weight);
         GC.KeepAlive(biasFp32);
         return output;
+    }
+
+    /// <summary>x as contiguous rows of the weight's width K, their count, N, and the output's shape [..., N] (shared
+    /// with <see cref="NativeBf16"/>).</summary>
+    internal static (Tensor Input, long Rows, int K, int N, long[] OutputShape) Operands(Tensor x, Tensor weight)
+    {
+        int k = (int)weight.shape[1], n = (int)weight.shape[0];
+        if (x.shape[^1] != k) throw new ArgumentException($"activation width {x.shape[^1]} != weight width {k}", nameof(x));
+        var input = x.is_contiguous() ? x : x.contiguous();
+        var outputShape = x.shape.ToArray();
+        outputShape[^1] = n;
+        return (input, input.numel() / k, k, n, outputShape);
     }
 
     [DllImport("LibTorchSharp")]

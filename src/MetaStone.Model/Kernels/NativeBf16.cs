@@ -58,12 +58,7 @@ internal static unsafe class NativeBf16
         if (!IsAvailable) throw new InvalidOperationException($"the native bf16 kernel is not available: {Unavailable}");
         if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.BFloat16 || !weight.is_contiguous())
             throw new ArgumentException($"the native kernel takes fp32 activations and contiguous bf16 weights, got {x.dtype} and {weight.dtype}");
-        int k = (int)weight.shape[1], n = (int)weight.shape[0];
-        if (x.shape[^1] != k) throw new ArgumentException($"activation width {x.shape[^1]} != weight width {k}", nameof(x));
-        var input = x.is_contiguous() ? x : x.contiguous();
-        long rows = input.numel() / k;
-        var outputShape = x.shape.ToArray();
-        outputShape[^1] = n;
+        var (input, rows, k, n, outputShape) = HostLinear.Operands(x, weight);
         var output = into is not null && into.dtype == ScalarType.Float32 && into.is_contiguous() && into.shape.SequenceEqual(outputShape)
             ? into
             : empty(outputShape, dtype: ScalarType.Float32, device: x.device);
