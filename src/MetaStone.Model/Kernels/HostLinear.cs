@@ -99,10 +99,16 @@ internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, flo
     /// <summary>Rows of W [start, end) for all M rows of x: every thread streams its own part of the weights once.</summary>
     public void RunPart(int part, int parts, float* scratch)
     {
-        // Parts in whole blocks of four rows, so only the last part has a remainder.
-        int per = ((n + parts - 1) / parts + 3) / 4 * 4;
-        int start = Math.Min(n, part * per), end = Math.Min(n, (part + 1) * per);
+        var (start, end) = WeightRowsOfPart(n, part, parts);
         if (start < end) LinearRows.Run(weight, bf16, x, y, bias, m, k, n, start, end, scratch);
+    }
+
+    /// <summary>Part <paramref name="part"/> of <paramref name="parts"/> of <paramref name="n"/> weight rows, in whole
+    /// blocks of four (both kernels take four weight rows at a time), so only the last part has a remainder.</summary>
+    public static (int Start, int End) WeightRowsOfPart(int n, int part, int parts)
+    {
+        int per = ((n + parts - 1) / parts + 3) / 4 * 4;
+        return (Math.Min(n, part * per), Math.Min(n, (part + 1) * per));
     }
 }
 

@@ -84,9 +84,7 @@ internal static unsafe class NativeBf16
 
         public void RunPart(int part, int parts, float* scratch)
         {
-            // Whole blocks of four weight rows per part, so only the last part has a remainder.
-            int per = ((n + parts - 1) / parts + 3) / 4 * 4;
-            int start = Math.Min(n, part * per), end = Math.Min(n, (part + 1) * per);
+            var (start, end) = LinearJob.WeightRowsOfPart(n, part, parts);
             if (start < end) matmulRows(x, w, bias, y, rows, n, k, start, end);
         }
     }
