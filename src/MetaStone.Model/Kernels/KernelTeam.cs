@@ -24,7 +24,7 @@ internal unsafe interface ITeamJob
 /// <remarks>
 /// Hand-written rather than <c>Parallel.For</c>: a decode step makes ~100 matmul calls of 0.1–2 ms each, and the thread
 /// pool's dispatch, its closures and its hill-climbing added tens of microseconds per call and allocated on every step;
-/// here a call is two writes, a wake-up and a spin on one counter. Workers spin briefly after a part (the next matmul of
+/// here a call is a few writes, a wake-up and claims on one counter. Workers spin briefly after a part (the next matmul of
 /// the step comes within microseconds) and then sleep on a semaphore, so an idle engine takes no CPU.
 /// One matmul runs at a time; a second caller (another engine in the process) runs its matmul on its own thread
 /// instead of queueing behind the first.
@@ -43,13 +43,19 @@ internal sealed unsafe class KernelTeam
     private readonly int _capacity;
     private readonly Worker?[] _workers;
     private readonly Lock _gate = new();
-    // The job being run: a pointer to the caller's job (on its stack; the caller waits for every part) and the part
-    // runner of its type, so any ITeamJob runs without boxing or a delegate allocation per call.
+    // The job being run: a pointer to the caller's job (on its stack; the caller waits for every claimed part) and the
+    // part runner of its type, so any ITeamJob runs without boxing or a delegate allocation per call.
     private void* _job;
     private delegate*<void*, int, int, float*, void> _runPart;
     private int _scratchFloats;
     private int _parts;
-    private int _pending;
+    // Parts not yet claimed, counted down: a claim is a decrement whose result is ≥ 0 and names the part. Claims, not
+    // assignments: the caller runs every part no worker has taken, so a worker the scheduler has not run yet (several
+    // silo processes on 2 cores) never holds up a step; the caller only waits for parts already running elsewhere.
+    // A late worker's decrement after the last claim goes below zero and claims nothing; the next job overwrites it.
+    private int _unclaimed;
+    // Parts claimed and not yet finished, plus parts not yet claimed: the caller returns when it reaches zero.
+    private int _unfinished;
 
     [ThreadStatic] private static Scratch? t_callerScratch;
 
@@ -77,22 +83,44 @@ internal sealed unsafe class KernelTeam
             _runPart = &RunPartOf<TJob>;
             _scratchFloats = job.ScratchFloats;
             _parts = parts;
-            Volatile.Write(ref _pending, 0);
-            // Counted as each worker is signalled, so the wait below covers exactly the parts that run elsewhere.
-            for (int p = 1; p < parts; p++)
+            Volatile.Write(ref _unfinished, parts);
+            // Published last: a worker's claim that sees this count also sees the fields above.
+            Volatile.Write(ref _unclaimed, parts);
+            for (int p = 1; p < parts; p++) (_workers[p] ??= new Worker(this, p)).Signal();
+            int part;
+            while ((part = Interlocked.Decrement(ref _unclaimed)) >= 0)
             {
-                var worker = _workers[p] ??= new Worker(this, p);
-                Interlocked.Increment(ref _pending);
-                worker.Signal();
+                try
+                {
+                    job.RunPart(part, parts, callerScratch);
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref _unfinished);   // also when the part threw: it is over
+                }
             }
-            job.RunPart(0, parts, callerScratch);
         }
         finally
         {
-            // Also when this thread's part threw: the workers read the job on this thread's stack until they are done.
+            // Also when this thread's part threw: withdraw the parts nobody claimed, then wait for the ones running on
+            // workers, which read the job on this thread's stack until they are done.
+            int withdrawn = Interlocked.Exchange(ref _unclaimed, -1);
+            if (withdrawn > 0) Interlocked.Add(ref _unfinished, -withdrawn);
             var spin = new SpinWait();
-            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _unfinished) != 0) spin.SpinOnce(sleep1Threshold: -1);
             _gate.Exit();
+        }
+    }
+
+    /// <summary>Claims and runs parts of the current job until none is left; a worker's side of <see cref="Run"/>.</summary>
+    private void RunClaimedParts(Scratch scratch)
+    {
+        int part;
+        while ((part = Interlocked.Decrement(ref _unclaimed)) >= 0)
+        {
+            // Read after the claim: the job cannot finish (nor the next one be published) before this part does.
+            _runPart(_job, part, _parts, scratch.For(_scratchFloats));
+            Interlocked.Decrement(ref _unfinished);
         }
     }
 
@@ -106,7 +134,6 @@ internal sealed unsafe class KernelTeam
     private sealed class Worker
     {
         private readonly KernelTeam _team;
-        private readonly int _part;
         private readonly SemaphoreSlim _wake = new(0);
         private readonly Scratch _scratch = new();
         private int _generation;     // bumped by Signal
@@ -115,7 +142,6 @@ internal sealed unsafe class KernelTeam
         public Worker(KernelTeam team, int part)
         {
             _team = team;
-            _part = part;
             new Thread(Loop) { IsBackground = true, Name = $"metastone-kernel-{part}" }.Start();
         }
 
@@ -144,8 +170,7 @@ internal sealed unsafe class KernelTeam
                     else _wake.Wait();
                 }
                 seen = Volatile.Read(ref _generation);
-                _team._runPart(_team._job, _part, _team._parts, _scratch.For(_team._scratchFloats));
-                Interlocked.Decrement(ref _team._pending);
+                _team.RunClaimedParts(_scratch);
             }
         }
     }
