@@ -19,6 +19,8 @@ public sealed record ModelLoadOptions
     public int MaxBatch { get; init; } = 32;
     public int MaxSequenceLength { get; init; } = 2048;
     public bool SharePrefix { get; init; } = true;
+    /// <summary><see cref="EngineOptions.MinDecodeStep"/>: a floor on one decode step, for tests and demos; zero = none.</summary>
+    public TimeSpan MinDecodeStep { get; init; }
 
     /// <summary>fp32 / bf16 / fp16 for the keys and values of the KV cache; null = <see cref="Qwen2ForCausalLM.KvDtype"/>'s
     /// default (fp32 on the CPU, the weights' dtype elsewhere). bf16 halves the cache at a cost in accuracy.</summary>
@@ -153,6 +155,7 @@ public sealed class ReflectiveModel : IDisposable
             StepRules = rules,
             EosTokenIds = [.. eos],
             SharePrefix = options.SharePrefix,
+            MinDecodeStep = options.MinDecodeStep,
             Name = $"metastone-engine-{options.Device}",
         };
         return new ReflectiveModel(directory, model, head, tokenizer, template, rules, [.. eos], engineOptions);

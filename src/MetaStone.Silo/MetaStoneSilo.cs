@@ -191,6 +191,7 @@ public static partial class MetaStoneSilo
                     "model" => ReflectiveModelEngine.LoadFrom(settings.Model!, new ModelLoadOptions
                     {
                         Device = device, MaxBatch = settings.MaxBatch, MaxSequenceLength = settings.MaxSequenceLength,
+                        MinDecodeStep = TimeSpan.FromMilliseconds(settings.MinDecodeStepMilliseconds),
                     }),
                     "instant" => new SimulatedEngine(device, TimeSpan.Zero, TimeSpan.Zero, settings.SimulatedTokens, settings.MaxBatch),
                     _ => new SimulatedEngine(device, TimeSpan.FromMilliseconds(settings.SimulatedStepMilliseconds),

@@ -29,6 +29,9 @@ public sealed class SiloSettings
     public int? PrimarySiloPort { get; set; }
     public int MaxBatch { get; set; } = 32;
     public int MaxSequenceLength { get; set; } = 2048;
+    /// <summary>Model engine: each decode step lasts at least this long (0 = no floor). For tests and demos that need the
+    /// tiny model's jobs to run for seconds, as a big model's would (cancel, drain, fail-over).</summary>
+    public double MinDecodeStepMilliseconds { get; set; }
     /// <summary>Intra-op threads of the torch engine (0 = torch's default).</summary>
     public int ComputeThreads { get; set; }
     /// <summary>Declare a silo dead after about two seconds of silence (tests and benchmarks on one machine).</summary>
@@ -123,6 +126,7 @@ public sealed class SiloSettings
             throw new ArgumentException($"the dashboard / metrics port must differ from the silo port {SiloPort} and the gateway port {GatewayPort}");
         if (!System.Net.IPAddress.TryParse(HttpAddress, out _)) throw new ArgumentException($"HTTP address '{HttpAddress}' is not an IP address (127.0.0.1, or 0.0.0.0 for every interface)");
         MetaStone.Grains.ReplicaPlacementOptions.ParsePolicy(Placement);
+        if (!(MinDecodeStepMilliseconds >= 0 && MinDecodeStepMilliseconds <= 60_000)) throw new ArgumentException($"min decode step must be 0–60000 ms (got {MinDecodeStepMilliseconds})");
         if (MaxBatch < 1) throw new ArgumentException($"max batch must be ≥ 1 (got {MaxBatch})");
         if (MaxRunningJobs < 0) throw new ArgumentException($"max running jobs must be ≥ 0, 0 = unbounded (got {MaxRunningJobs})");
         if (!(ShutdownGraceSeconds >= 0 && ShutdownGraceSeconds <= 3600)) throw new ArgumentException($"shutdown grace must be 0–3600 seconds (got {ShutdownGraceSeconds})");

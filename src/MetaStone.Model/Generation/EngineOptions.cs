@@ -24,6 +24,14 @@ public sealed record EngineOptions
     /// follows one sequence ends up failing only that sequence when its tries run out.
     /// </summary>
     public int MaxAttempts { get; init; } = 3;
+    /// <summary>
+    /// A floor on the time of one decode step (zero: none). For tests and demos that need a small model to run like a
+    /// big one: the cluster's cancel, drain and fail-over tests need a job still running seconds after it was submitted,
+    /// and the shipped tiny model finishes a 200-token candidate in a fraction of a second (faster with every engine
+    /// gain, which made those tests race their own job). The engine thread waits out the rest of the step; requests
+    /// posted meanwhile (a cancel) are handled when it ends.
+    /// </summary>
+    public TimeSpan MinDecodeStep { get; init; }
     /// <summary>Test hook: called on the engine thread before each batched decode with the seeds of its rows; an
     /// exception thrown here is handled exactly like a native error in that step.</summary>
     internal Action<IReadOnlyList<long>>? FaultInjection { get; init; }

@@ -178,7 +178,13 @@ public sealed class GenerationEngine : IDisposable
                     using var noGrad = no_grad();
                     DropCancelled();
                     Admit();
-                    if (_scheduler.Running.Count > 0) Step();
+                    if (_scheduler.Running.Count > 0)
+                    {
+                        long stepStart = System.Diagnostics.Stopwatch.GetTimestamp();
+                        Step();
+                        var rest = _options.MinDecodeStep - System.Diagnostics.Stopwatch.GetElapsedTime(stepStart);
+                        if (rest > TimeSpan.Zero) _shutdown.Token.WaitHandle.WaitOne(rest);
+                    }
                 }
                 catch (Exception e)
                 {

@@ -85,6 +85,10 @@ public sealed class SiloProcess : IAsyncDisposable
             ["MetaStone__ComputeThreads"] = "1",
             ["MetaStone__MaxBatch"] = "8",
             ["MetaStone__MaxSequenceLength"] = "256",
+            // Paces the random tiny model like a big one (≥ 10 ms a step, 2 s for a 200-token candidate): the cancel,
+            // drain and fail-over tests act on a job while it runs, and at the engine's own speed (~1 ms a step) a job
+            // could end before a client process had started or a heartbeat had reported it busy.
+            ["MetaStone__MinDecodeStepMilliseconds"] = "10",
             ["DOTNET_gcServer"] = "0",
             // One Debug line per generated candidate: what GeneratedCandidates counts.
             ["Logging__LogLevel__MetaStone.Grains.ReplicaGrain"] = "Debug",
