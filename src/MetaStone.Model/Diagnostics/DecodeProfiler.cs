@@ -13,16 +13,16 @@ namespace MetaStone.Model.Diagnostics;
 /// <param name="TensorsPerStep">Tensor handles one <see cref="Qwen2ForCausalLM.Decode"/> creates: each is a torch call
 /// (P/Invoke, libtorch dispatch, a managed handle) and a disposal.</param>
 public sealed record DecodeProfile(int Batch, int Position, string Dtype, double DecodeForwardMs, double MatmulsMs, double LmHeadMs,
-    double AttentionMs, double NormsMs, double ElementwiseMs, double IndexTensorsMs, double ReadBackMs, double SamplingMs,
+    double CacheWritesMs, double AttentionMs, double NormsMs, double ElementwiseMs, double IndexTensorsMs, double ReadBackMs, double SamplingMs,
     long TensorsPerStep)
 {
     /// <summary>The forward's time no op class accounts for: per-call overhead between the kernels.</summary>
-    public double UnaccountedMs => DecodeForwardMs - MatmulsMs - LmHeadMs - AttentionMs - NormsMs - ElementwiseMs - IndexTensorsMs;
+    public double UnaccountedMs => DecodeForwardMs - MatmulsMs - LmHeadMs - CacheWritesMs - AttentionMs - NormsMs - ElementwiseMs - IndexTensorsMs;
 
     public string ToJson() => JsonSerializer.Serialize(new
     {
         what = "profile", batch = Batch, position = Position, dtype = Dtype,
-        decodeForwardMs = Round(DecodeForwardMs), matmulsMs = Round(MatmulsMs), lmHeadMs = Round(LmHeadMs), attentionMs = Round(AttentionMs),
+        decodeForwardMs = Round(DecodeForwardMs), matmulsMs = Round(MatmulsMs), lmHeadMs = Round(LmHeadMs), cacheWritesMs = Round(CacheWritesMs), attentionMs = Round(AttentionMs),
         normsMs = Round(NormsMs), elementwiseMs = Round(ElementwiseMs), indexTensorsMs = Round(IndexTensorsMs), readBackMs = Round(ReadBackMs),
         samplingMs = Round(SamplingMs), unaccountedMs = Round(UnaccountedMs), tensorsPerStep = TensorsPerStep,
     });
@@ -33,7 +33,7 @@ public sealed record DecodeProfile(int Batch, int Position, string Dtype, double
 /// <summary>
 /// Profiles one decode step of a loaded model at batch B (issue 13): the whole <see cref="Qwen2ForCausalLM.Decode"/>, then each
 /// op class replayed alone at the step's shapes with the model's own weights and modules — the fused projections, o_proj and
-/// down_proj of every layer; the LM head (with the bf16 refinement); the decode attention (cache writes, reads, casts, SDPA);
+/// down_proj of every layer; the LM head (with the bf16 refinement); the cache writes of the step's keys and values; the decode attention (host kernel, or reads, casts and SDPA);
 /// the RMSNorms; the element-wise rest (casts, splits, RoPE, SwiGLU gate, residual adds); the step's index tensors; one
 /// host read-back; and <see cref="TokenSampler"/> at temperature 0.8, top-p 0.95. What no class accounts for is the per-call
 /// overhead between kernels. libtorch has no profiler in TorchSharp, hence the replay.
@@ -104,12 +104,18 @@ public static class DecodeProfiler
         var mask = (TorchScalars.Arange(0, position + 1, model.Device).unsqueeze(0) <= posT.unsqueeze(1)).unsqueeze(1).unsqueeze(1);
         var plan = new AttentionPlan.Decode(cache, null, flatT, mask, position + 1, 0, slots, positions);
         bool hostAttention = model.HostKernelsAllowed && HostDecodeAttention.Supports(q, cache.Keys(0), headDim);
-        double attention = Median(repetitions, () =>
+        double cacheWrites = Median(repetitions, () =>
         {
             for (int layer = 0; layer < layers.Count; layer++)
             {
                 cache.FlatKeys(layer).index_copy_(0, flatT, k);
                 cache.FlatValues(layer).index_copy_(0, flatT, v);
+            }
+        });
+        double attention = Median(repetitions, () =>
+        {
+            for (int layer = 0; layer < layers.Count; layer++)
+            {
                 if (hostAttention)
                 {
                     HostDecodeAttention.Run(q, cache.Keys(layer), cache.Values(layer), slots, positions, heads, kvHeads, headDim);
@@ -187,7 +193,7 @@ public static class DecodeProfiler
         double sampling = Median(repetitions, () =>
             TokenSampler.Sample(logits, null, [.. Enumerable.Range(0, batch).Select(_ => new RowSampling(0.8, 0.95, 0, 1.0, random.NextDouble()))]));
 
-        return new DecodeProfile(batch, position, TorchSettings.DtypeName(dtype), forward, matmuls, lmHead, attention, norms, elementwise,
+        return new DecodeProfile(batch, position, TorchSettings.DtypeName(dtype), forward, matmuls, lmHead, cacheWrites, attention, norms, elementwise,
             indexTensors, readBack, sampling, tensorsPerStep);
     }
 

@@ -78,8 +78,8 @@ internal static unsafe class HostDecodeAttention
         // (the shipped tiny model's few candidates stay on the caller, as waking and waiting for a worker costs more there).
         public int PartsFor(int threads) => (long)rows * kvHeads * Groups * longest * headDim < 256 * 1024 ? 1 : threads;
 
-        // Each query head's scores over the longest row's positions.
-        public int ScratchFloats => Groups * (longest + 16);
+        // Each query head's scores over the longest row's positions, then one 1 / Σ exp per head.
+        public int ScratchFloats => Groups * (longest + 16) + Groups;
 
         public void RunPart(int part, int parts, float* scratch)
         {
@@ -101,26 +101,43 @@ internal static unsafe class HostDecodeAttention
             float scale = 1f / MathF.Sqrt(headDim);
             float* qRow = q + row * qRowStride;
 
-            // Scores: each key once, against every query head of its group.
+            // Scores: each key once, against the group's query heads four at a time (a partial block repeats its last
+            // head), the four dot products reduced together (VectorSums.Sum4: a horizontal sum per key and head was
+            // most of this loop's time).
             for (int j = 0; j < length; j++)
             {
                 long k = first + j * keyStride;
-                for (int g = 0; g < groups; g++)
+                for (int g0 = 0; g0 < groups; g0 += 4)
                 {
-                    float* qh = qRow + (kv * groups + g) * qHeadStride;
-                    var dot = Vector512<float>.Zero;
+                    float* q0 = qRow + (kv * groups + g0) * qHeadStride;
+                    float* q1 = qRow + (kv * groups + Math.Min(g0 + 1, groups - 1)) * qHeadStride;
+                    float* q2 = qRow + (kv * groups + Math.Min(g0 + 2, groups - 1)) * qHeadStride;
+                    float* q3 = qRow + (kv * groups + Math.Min(g0 + 3, groups - 1)) * qHeadStride;
+                    Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default;
                     for (int v = 0; v < vectors; v++)
-                        dot = Vector512.FusedMultiplyAdd(Vector512.Load(qh + v * 16), TCache.Load(keys, k + v * 16), dot);
-                    scores[g * stride + j] = Vector512.Sum(dot) * scale;
+                    {
+                        var key = TCache.Load(keys, k + v * 16);
+                        d0 = Vector512.FusedMultiplyAdd(Vector512.Load(q0 + v * 16), key, d0);
+                        d1 = Vector512.FusedMultiplyAdd(Vector512.Load(q1 + v * 16), key, d1);
+                        d2 = Vector512.FusedMultiplyAdd(Vector512.Load(q2 + v * 16), key, d2);
+                        d3 = Vector512.FusedMultiplyAdd(Vector512.Load(q3 + v * 16), key, d3);
+                    }
+                    var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
+                    float* s0 = scores + g0 * stride + j;
+                    s0[0] = four.GetElement(0);
+                    if (g0 + 1 < groups) s0[stride] = four.GetElement(1);
+                    if (g0 + 2 < groups) s0[2 * stride] = four.GetElement(2);
+                    if (g0 + 3 < groups) s0[3 * stride] = four.GetElement(3);
                 }
             }
 
+            float* inverses = scores + groups * stride;   // 1 / Σ exp of each query head
             for (int g = 0; g < groups; g++)
             {
                 // Softmax over the row's positions, in fp32.
                 float* s = scores + g * stride;
                 float max = float.NegativeInfinity;
-                for (int j = 0; j < length; j++) max = MathF.Max(max, s[j]);
+                for (int j = 0; j < length; j++) max = s[j] > max ? s[j] : max;   // (MathF.Max's NaN rules cost a branch a position)
                 float sum = 0;
                 int i = 0;
                 var m = Vector512.Create(max);
@@ -128,21 +145,57 @@ internal static unsafe class HostDecodeAttention
                 {
                     var e = HostTokenSampler.ExpNonPositive(Vector512.Load(s + i) - m);
                     e.Store(s + i);
-                    sum += Vector512.Sum(e);
+                    sum += VectorSums.Sum(e);
                 }
                 for (; i < length; i++) sum += s[i] = MathF.Exp(s[i] - max);
-                float inverse = 1f / sum;
+                inverses[g] = 1f / sum;
+            }
 
-                // Weighted sum of the values.
-                float* o = output + (long)row * heads * headDim + (kv * groups + g) * headDim;
-                for (int v = 0; v < vectors; v++)
+            // Weighted sums of the values: four query heads and two value vectors at a time, eight independent
+            // accumulators (one accumulator per head and vector made a chain of dependent multiply-adds as long as the
+            // row, ~4 cycles a position). A group's last block repeats its last head instead of branching per position.
+            float* outRow = output + (long)row * heads * headDim + kv * groups * headDim;
+            for (int g0 = 0; g0 < groups; g0 += 4)
+            {
+                float* s0 = scores + Math.Min(g0, groups - 1) * stride, s1 = scores + Math.Min(g0 + 1, groups - 1) * stride;
+                float* s2 = scores + Math.Min(g0 + 2, groups - 1) * stride, s3 = scores + Math.Min(g0 + 3, groups - 1) * stride;
+                for (int v = 0; v < vectors; v += 2)
                 {
-                    var acc = Vector512<float>.Zero;
+                    long low = first + v * 16, high = v + 1 < vectors ? low + 16 : low;
+                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
                     for (int j = 0; j < length; j++)
-                        acc = Vector512.FusedMultiplyAdd(Vector512.Create(s[j]), TCache.Load(values, first + j * keyStride + v * 16), acc);
-                    (acc * inverse).Store(o + v * 16);
+                    {
+                        long at = j * keyStride;
+                        var x = TCache.Load(values, low + at);
+                        var y = TCache.Load(values, high + at);
+                        var w0 = Vector512.Create(s0[j]);
+                        var w1 = Vector512.Create(s1[j]);
+                        var w2 = Vector512.Create(s2[j]);
+                        var w3 = Vector512.Create(s3[j]);
+                        a0 = Vector512.FusedMultiplyAdd(w0, x, a0); b0 = Vector512.FusedMultiplyAdd(w0, y, b0);
+                        a1 = Vector512.FusedMultiplyAdd(w1, x, a1); b1 = Vector512.FusedMultiplyAdd(w1, y, b1);
+                        a2 = Vector512.FusedMultiplyAdd(w2, x, a2); b2 = Vector512.FusedMultiplyAdd(w2, y, b2);
+                        a3 = Vector512.FusedMultiplyAdd(w3, x, a3); b3 = Vector512.FusedMultiplyAdd(w3, y, b3);
+                    }
+                    StoreHead(outRow, g0, groups, v, vectors, a0, b0, inverses);
+                    StoreHead(outRow, g0 + 1, groups, v, vectors, a1, b1, inverses);
+                    StoreHead(outRow, g0 + 2, groups, v, vectors, a2, b2, inverses);
+                    StoreHead(outRow, g0 + 3, groups, v, vectors, a3, b3, inverses);
                 }
             }
+        }
+
+        /// <summary>Head <paramref name="g"/>'s value vectors v (and v + 1 when there is one), normalised; nothing for a
+        /// head past the group (the repeated last head of a partial block).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void StoreHead(float* outRow, int g, int groups, int v, int vectors, Vector512<float> low, Vector512<float> high, float* inverses)
+        {
+            if (g >= groups) return;
+            float* o = outRow + g * headDim + v * 16;
+            var inverse = Vector512.Create(inverses[g]);
+            (low * inverse).Store(o);
+            if (v + 1 < vectors) (high * inverse).Store(o + 16);
         }
     }
 }

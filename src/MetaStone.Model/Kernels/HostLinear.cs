@@ -204,15 +204,9 @@ internal static unsafe class LinearRows
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(float* y, float* bias, int r, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3)
     {
-        if (bias is null)
-        {
-            y[r] = Vector512.Sum(a0); y[r + 1] = Vector512.Sum(a1); y[r + 2] = Vector512.Sum(a2); y[r + 3] = Vector512.Sum(a3);
-        }
-        else
-        {
-            y[r] = Vector512.Sum(a0) + bias[r]; y[r + 1] = Vector512.Sum(a1) + bias[r + 1];
-            y[r + 2] = Vector512.Sum(a2) + bias[r + 2]; y[r + 3] = Vector512.Sum(a3) + bias[r + 3];
-        }
+        var sums = VectorSums.Sum4(a0, a1, a2, a3);
+        if (bias is not null) sums += Vector128.Load(bias + r);
+        sums.Store(y + r);
     }
 
     /// <summary>
@@ -313,7 +307,7 @@ internal static unsafe class LinearRows
             Vector512<float> a = default;
             float* xr = x + (long)row * k;
             for (int c = 0; c < k; c += 16) a = Avx512F.FusedMultiplyAdd(Vector512.Load(xr + c), TWeights.Load(w, o + c), a);
-            y[(long)row * n + r] = Vector512.Sum(a) + (bias is null ? 0f : bias[r]);
+            y[(long)row * n + r] = VectorSums.Sum(a) + (bias is null ? 0f : bias[r]);
         }
     }
 }

@@ -22,6 +22,9 @@ public sealed class NativeBf16Tests
         { 32, 1152, 896, true },    // Qwen2-0.5B q/k/v at best-of-32
         { 32, 896, 4864, false },   // down_proj
         { 7, 70, 100, true },       // tails: rows not a multiple of 4, outputs not of 4, width not of 32
+        { 14, 42, 1100, true },     // rows 6 + 4 + 4; width in two blocks of K, the second masked
+        { 33, 13, 2080, false },    // rows 6·5 + 2 + 1; width in three blocks, the last one chunk
+        { 5, 8, 1024, true },       // rows 4 + 1; width exactly one block
         { 1, 3, 16, false },
     };
 
