@@ -16,6 +16,8 @@ public sealed class HostDecodeAttentionTests
         { ScalarType.BFloat16, 14, 2, 64, 1 },
         { ScalarType.Float32, 4, 2, 32, 5 },      // the shipped tiny model's head dimension
         { ScalarType.Float32, 4, 4, 16, 3 },      // no grouping
+        { ScalarType.Float32, 2, 2, 64, 4 },      // no grouping, four value vectors (the two-head path, head repeated)
+        { ScalarType.BFloat16, 6, 2, 64, 3 },     // groups of three: blocks of four heads, the last repeated
     };
 
     [Theory]
