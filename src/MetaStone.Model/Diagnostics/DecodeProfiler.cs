@@ -33,8 +33,8 @@ public sealed record DecodeProfile(int Batch, int Position, string Dtype, double
 /// <summary>
 /// Profiles one decode step of a loaded model at batch B (issue 13): the whole <see cref="Qwen2ForCausalLM.Decode"/>, then each
 /// op class replayed alone at the step's shapes with the model's own weights and modules — the fused projections, o_proj and
-/// down_proj of every layer; the LM head (with the bf16 refinement); the cache writes of the step's keys and values; the decode attention (host kernel, or reads, casts and SDPA);
-/// the RMSNorms; the element-wise rest (casts, splits, RoPE, SwiGLU gate, residual adds); the step's index tensors; one
+/// down_proj of every layer; the LM head (with the bf16 refinement); the cache writes of the step's keys and values;
+/// the decode attention (the host kernel, or reads, casts and SDPA); the RMSNorms; the element-wise rest (casts, splits, RoPE, SwiGLU gate, residual adds); the step's index tensors; one
 /// host read-back; and <see cref="TokenSampler"/> at temperature 0.8, top-p 0.95. What no class accounts for is the per-call
 /// overhead between kernels. libtorch has no profiler in TorchSharp, hence the replay.
 /// </summary>
