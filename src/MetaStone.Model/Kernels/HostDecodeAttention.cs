@@ -111,7 +111,14 @@ internal static unsafe class HostDecodeAttention
             // Groups of one or two heads (the tiny models' GQA) fill the four lanes with two or four positions instead, so
             // no lane repeats work.
             int positionsPerBlock = groups <= 2 ? 4 / groups : 1;
-            if (positionsPerBlock > 1)
+            if (vectors == 4)
+            {
+                // Head dimension 64 (Qwen2-0.5B, the tiny models): the queries stay in registers for the whole row.
+                if (groups == 2) ScoresTwoHeads64<TCache>(qRow + kv * groups * qHeadStride, qHeadStride, first, keyStride, length, scale, scores, stride);
+                else if (groups == 1) ScoresOneHead64<TCache>(qRow + kv * qHeadStride, first, keyStride, length, scale, scores);
+                else ScoresFourHeads64<TCache>(qRow + kv * groups * qHeadStride, qHeadStride, groups, first, keyStride, length, scale, scores, stride);
+            }
+            else if (positionsPerBlock > 1)
             {
                 for (int j = 0; j < length; j += positionsPerBlock)
                 {
@@ -245,6 +252,96 @@ internal static unsafe class HostDecodeAttention
                     StoreHead(outRow, g0 + 1, groups, v, vectors, a1, b1, inverses);
                     StoreHead(outRow, g0 + 2, groups, v, vectors, a2, b2, inverses);
                     StoreHead(outRow, g0 + 3, groups, v, vectors, a3, b3, inverses);
+                }
+            }
+        }
+
+        // The three score loops below hold the queries in registers across positions. Reloading them for every position
+        // (the general loops above) made the scores bound by loads: 16 query loads and 4 key loads per 16 multiply-adds
+        // at four heads. Here a position costs its four key loads.
+
+        /// <summary>Scores of a group of two heads with 64 dimensions: two positions per four-way sum (lanes: head 0 and 1 at
+        /// position j, then at j + 1).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void ScoresTwoHeads64<TCache>(float* q0, long qHeadStride, long first, long keyStride, int length, float scale, float* scores, int stride)
+            where TCache : IWeightLoader
+        {
+            float* q1 = q0 + qHeadStride;
+            var a0 = Vector512.Load(q0); var a1 = Vector512.Load(q0 + 16); var a2 = Vector512.Load(q0 + 32); var a3 = Vector512.Load(q0 + 48);
+            var b0 = Vector512.Load(q1); var b1 = Vector512.Load(q1 + 16); var b2 = Vector512.Load(q1 + 32); var b3 = Vector512.Load(q1 + 48);
+            float* s1 = scores + stride;
+            for (int j = 0; j < length; j += 2)
+            {
+                long k = first + j * keyStride, next = first + Math.Min(j + 1, length - 1) * keyStride;
+                var x0 = TCache.Load(keys, k); var x1 = TCache.Load(keys, k + 16); var x2 = TCache.Load(keys, k + 32); var x3 = TCache.Load(keys, k + 48);
+                var y0 = TCache.Load(keys, next); var y1 = TCache.Load(keys, next + 16); var y2 = TCache.Load(keys, next + 32); var y3 = TCache.Load(keys, next + 48);
+                var d0 = Vector512.FusedMultiplyAdd(a3, x3, Vector512.FusedMultiplyAdd(a2, x2, Vector512.FusedMultiplyAdd(a1, x1, a0 * x0)));
+                var d1 = Vector512.FusedMultiplyAdd(b3, x3, Vector512.FusedMultiplyAdd(b2, x2, Vector512.FusedMultiplyAdd(b1, x1, b0 * x0)));
+                var d2 = Vector512.FusedMultiplyAdd(a3, y3, Vector512.FusedMultiplyAdd(a2, y2, Vector512.FusedMultiplyAdd(a1, y1, a0 * y0)));
+                var d3 = Vector512.FusedMultiplyAdd(b3, y3, Vector512.FusedMultiplyAdd(b2, y2, Vector512.FusedMultiplyAdd(b1, y1, b0 * y0)));
+                var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
+                scores[j] = four.GetElement(0);
+                s1[j] = four.GetElement(1);
+                if (j + 1 < length)
+                {
+                    scores[j + 1] = four.GetElement(2);
+                    s1[j + 1] = four.GetElement(3);
+                }
+            }
+        }
+
+        /// <summary>Scores of a lone head with 64 dimensions, four positions per four-way sum.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void ScoresOneHead64<TCache>(float* q0, long first, long keyStride, int length, float scale, float* scores)
+            where TCache : IWeightLoader
+        {
+            var a0 = Vector512.Load(q0); var a1 = Vector512.Load(q0 + 16); var a2 = Vector512.Load(q0 + 32); var a3 = Vector512.Load(q0 + 48);
+            for (int j = 0; j < length; j += 4)
+            {
+                long k0 = first + j * keyStride, k1 = first + Math.Min(j + 1, length - 1) * keyStride;
+                long k2 = first + Math.Min(j + 2, length - 1) * keyStride, k3 = first + Math.Min(j + 3, length - 1) * keyStride;
+                var d0 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k0 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k0 + 32),
+                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k0 + 16), a0 * TCache.Load(keys, k0))));
+                var d1 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k1 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k1 + 32),
+                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k1 + 16), a0 * TCache.Load(keys, k1))));
+                var d2 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k2 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k2 + 32),
+                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k2 + 16), a0 * TCache.Load(keys, k2))));
+                var d3 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k3 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k3 + 32),
+                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k3 + 16), a0 * TCache.Load(keys, k3))));
+                var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
+                for (int lane = 0; lane < 4 && j + lane < length; lane++) scores[j + lane] = four.GetElement(lane);
+            }
+        }
+
+        /// <summary>Scores of a group of three or more heads with 64 dimensions, four heads at a time (a partial block repeats
+        /// its last head): each key is read once per block of heads, the second time from L1.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void ScoresFourHeads64<TCache>(float* group, long qHeadStride, int groups, long first, long keyStride, int length, float scale, float* scores, int stride)
+            where TCache : IWeightLoader
+        {
+            for (int g0 = 0; g0 < groups; g0 += 4)
+            {
+                float* q0 = group + g0 * qHeadStride, q1 = group + Math.Min(g0 + 1, groups - 1) * qHeadStride;
+                float* q2 = group + Math.Min(g0 + 2, groups - 1) * qHeadStride, q3 = group + Math.Min(g0 + 3, groups - 1) * qHeadStride;
+                var a0 = Vector512.Load(q0); var a1 = Vector512.Load(q0 + 16); var a2 = Vector512.Load(q0 + 32); var a3 = Vector512.Load(q0 + 48);
+                var b0 = Vector512.Load(q1); var b1 = Vector512.Load(q1 + 16); var b2 = Vector512.Load(q1 + 32); var b3 = Vector512.Load(q1 + 48);
+                var c0 = Vector512.Load(q2); var c1 = Vector512.Load(q2 + 16); var c2 = Vector512.Load(q2 + 32); var c3 = Vector512.Load(q2 + 48);
+                var e0 = Vector512.Load(q3); var e1 = Vector512.Load(q3 + 16); var e2 = Vector512.Load(q3 + 32); var e3 = Vector512.Load(q3 + 48);
+                float* s0 = scores + g0 * stride;
+                int heads = Math.Min(4, groups - g0);
+                for (int j = 0; j < length; j++)
+                {
+                    long k = first + j * keyStride;
+                    var x0 = TCache.Load(keys, k); var x1 = TCache.Load(keys, k + 16); var x2 = TCache.Load(keys, k + 32); var x3 = TCache.Load(keys, k + 48);
+                    var d0 = Vector512.FusedMultiplyAdd(a3, x3, Vector512.FusedMultiplyAdd(a2, x2, Vector512.FusedMultiplyAdd(a1, x1, a0 * x0)));
+                    var d1 = Vector512.FusedMultiplyAdd(b3, x3, Vector512.FusedMultiplyAdd(b2, x2, Vector512.FusedMultiplyAdd(b1, x1, b0 * x0)));
+                    var d2 = Vector512.FusedMultiplyAdd(c3, x3, Vector512.FusedMultiplyAdd(c2, x2, Vector512.FusedMultiplyAdd(c1, x1, c0 * x0)));
+                    var d3 = Vector512.FusedMultiplyAdd(e3, x3, Vector512.FusedMultiplyAdd(e2, x2, Vector512.FusedMultiplyAdd(e1, x1, e0 * x0)));
+                    var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
+                    s0[j] = four.GetElement(0);
+                    if (heads > 1) s0[stride + j] = four.GetElement(1);
+                    if (heads > 2) s0[2 * stride + j] = four.GetElement(2);
+                    if (heads > 3) s0[3 * stride + j] = four.GetElement(3);
                 }
             }
         }

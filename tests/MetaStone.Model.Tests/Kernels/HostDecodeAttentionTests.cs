@@ -18,6 +18,7 @@ public sealed class HostDecodeAttentionTests
         { ScalarType.Float32, 4, 4, 16, 3 },      // no grouping
         { ScalarType.Float32, 2, 2, 64, 4 },      // no grouping, four value vectors (the two-head path, head repeated)
         { ScalarType.BFloat16, 6, 2, 64, 3 },     // groups of three: blocks of four heads, the last repeated
+        { ScalarType.Float32, 8, 2, 64, 6 },      // groups of four: one whole block of heads held in registers
     };
 
     [Theory]
