@@ -157,6 +157,12 @@ internal static unsafe class LinearRows
     /// block, then reused by every group of four activation rows).</summary>
     public static int ScratchFloats(int k) => 4 * k;
 
+    /// <summary>How many blocks of four fp32 weight rows ahead the first tile of activation rows prefetches. At 32 rows
+    /// these matmuls are bound by the latency of weights streamed from memory, not by the multiply-adds: the tiny bench
+    /// shape's matrices (K = 256, 2026-12-03, weights cycled through 64 MB so none stays cached) ran at 95–162 GFLOP/s,
+    /// against 236–296 when cached. Prefetching two blocks ahead: 112–265; one or four ahead gained less.</summary>
+    private const int FetchAheadBlocks = 2;
+
     public static void Run(void* w, bool bf16, float* x, float* y, float* bias, int m, int k, int n, int start, int end, float* scratch)
     {
         if (bf16) Run<Bf16Weights>(w, x, y, bias, m, k, n, start, end, scratch);
@@ -194,8 +200,10 @@ internal static unsafe class LinearRows
                 w0 = scratch;
             }
             else w0 = (float*)w + (long)r * k;
+            // fp32 weights: the first tile of activation rows fetches the block FetchAheadBlocks ahead into L1.
+            float* ahead = typeof(TWeights) == typeof(Fp32Weights) && r + 4 * (FetchAheadBlocks + 1) <= end ? (float*)w + (long)(r + 4 * FetchAheadBlocks) * k : null;
             int row = 0;
-            for (; row + 4 <= m; row += 4) FourRowsTimesFour(w0, x + (long)row * k, y + (long)row * n, bias, k, n, r);
+            for (; row + 4 <= m; row += 4, ahead = null) FourRowsTimesFour(w0, x + (long)row * k, y + (long)row * n, bias, k, n, r, ahead);
             for (; row < m; row++) OneRowTimesFour<Fp32Weights>(w0, 0, x + (long)row * k, y + (long)row * n, bias, k, r);
         }
         for (; r < end; r++) RowsTimesOne<TWeights>(w, x, y, bias, m, k, n, r);
@@ -273,7 +281,7 @@ internal static unsafe class LinearRows
     /// <summary>Four fp32 weight rows (contiguous at <paramref name="w0"/>) against four activation rows: 16 accumulators,
     /// eight loads per 16 FMAs.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FourRowsTimesFour(float* w0, float* x0, float* y, float* bias, int k, int n, int r)
+    private static void FourRowsTimesFour(float* w0, float* x0, float* y, float* bias, int k, int n, int r, float* ahead)
     {
         float* w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
         float* x1 = x0 + k, x2 = x1 + k, x3 = x2 + k;
@@ -281,6 +289,13 @@ internal static unsafe class LinearRows
             a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
         for (int c = 0; c < k; c += 16)
         {
+            if (ahead != null)
+            {
+                Sse.Prefetch0(ahead + c);
+                Sse.Prefetch0(ahead + k + c);
+                Sse.Prefetch0(ahead + 2L * k + c);
+                Sse.Prefetch0(ahead + 3L * k + c);
+            }
             var v0 = Vector512.Load(w0 + c); var v1 = Vector512.Load(w1 + c); var v2 = Vector512.Load(w2 + c); var v3 = Vector512.Load(w3 + c);
             var u = Vector512.Load(x0 + c);
             a00 = Avx512F.FusedMultiplyAdd(u, v0, a00); a01 = Avx512F.FusedMultiplyAdd(u, v1, a01); a02 = Avx512F.FusedMultiplyAdd(u, v2, a02); a03 = Avx512F.FusedMultiplyAdd(u, v3, a03);
