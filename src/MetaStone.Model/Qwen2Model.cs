@@ -336,7 +336,9 @@ public sealed class Qwen2Mlp : nn.Module
     internal Tensor Forward(Tensor x, LayerContext ctx)
     {
         var gateUp = Qwen2Projection.Apply(x, _gateUp.Weight(ctx.RecordsGradients), null, ctx);
-        var gated = F.silu(gateUp.narrow(-1, 0, _intermediate)).mul_(gateUp.narrow(-1, _intermediate, _intermediate));
+        var gated = ctx.HostKernels && HostSwiGlu.Supports(gateUp, _intermediate)
+            ? HostSwiGlu.Forward(gateUp, _intermediate)
+            : F.silu(gateUp.narrow(-1, 0, _intermediate)).mul_(gateUp.narrow(-1, _intermediate, _intermediate));
         return Qwen2Projection.Apply(gated, down_proj.weight!, null, ctx);
     }
 
