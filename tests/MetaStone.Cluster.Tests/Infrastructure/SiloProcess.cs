@@ -133,8 +133,20 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <summary>Sends a signal (SIGTERM as docker stop does, SIGINT as Ctrl+C does) to the silo process.</summary>
     public void Signal(int signal)
     {
+        // A shell without job control starts a background command (`./test.sh &` in a script) with SIGINT ignored, the
+        // silos inherit that, and .NET keeps a signal ignored at start-up ignored, as nohup'd processes expect: SIGINT
+        // would then be lost and a test would wait out its deadline. Say so instead.
+        if (IsIgnored(_process.Id, signal))
+            throw new InvalidOperationException($"signal {signal} is ignored by the silo process {_process.Id}, inherited from the test run (a background job of a shell without job control ignores SIGINT): run the tests in the foreground");
         if (SysKill(_process.Id, signal) != 0)
             throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Whether <paramref name="pid"/> ignores <paramref name="signal"/> (the SigIgn mask of /proc/PID/status).</summary>
+    private static bool IsIgnored(int pid, int signal)
+    {
+        string? line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (signal - 1))) != 0;
     }
 
     /// <summary>kill -9: no goodbye, no membership update; the cluster must notice by itself.</summary>
