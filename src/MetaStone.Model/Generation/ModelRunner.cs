@@ -95,8 +95,7 @@ internal sealed class ModelRunner : IDisposable
     /// <summary>SPRM head logits of the given rows, from the features the last forward pass already computed.</summary>
     public float[] ScoreRows(long[] rows)
     {
-        var index = tensor(rows, device: _model.Device);
-        return _head!.Logits(_features!.index_select(0, index)).cpu().data<float>().ToArray();
+        return _head!.LogitsOfRows(_features!, rows);
     }
 
     /// <summary>Writes token <paramref name="tokens"/>[i] at position <paramref name="positions"/>[i] of slot
