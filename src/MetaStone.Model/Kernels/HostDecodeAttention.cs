@@ -275,10 +275,10 @@ internal static unsafe class HostDecodeAttention
                 long k = first + j * keyStride, next = first + Math.Min(j + 1, length - 1) * keyStride;
                 var x0 = TCache.Load(keys, k); var x1 = TCache.Load(keys, k + 16); var x2 = TCache.Load(keys, k + 32); var x3 = TCache.Load(keys, k + 48);
                 var y0 = TCache.Load(keys, next); var y1 = TCache.Load(keys, next + 16); var y2 = TCache.Load(keys, next + 32); var y3 = TCache.Load(keys, next + 48);
-                var d0 = Vector512.FusedMultiplyAdd(a3, x3, Vector512.FusedMultiplyAdd(a2, x2, Vector512.FusedMultiplyAdd(a1, x1, a0 * x0)));
-                var d1 = Vector512.FusedMultiplyAdd(b3, x3, Vector512.FusedMultiplyAdd(b2, x2, Vector512.FusedMultiplyAdd(b1, x1, b0 * x0)));
-                var d2 = Vector512.FusedMultiplyAdd(a3, y3, Vector512.FusedMultiplyAdd(a2, y2, Vector512.FusedMultiplyAdd(a1, y1, a0 * y0)));
-                var d3 = Vector512.FusedMultiplyAdd(b3, y3, Vector512.FusedMultiplyAdd(b2, y2, Vector512.FusedMultiplyAdd(b1, y1, b0 * y0)));
+                var d0 = Dot64(a0, a1, a2, a3, x0, x1, x2, x3);
+                var d1 = Dot64(b0, b1, b2, b3, x0, x1, x2, x3);
+                var d2 = Dot64(a0, a1, a2, a3, y0, y1, y2, y3);
+                var d3 = Dot64(b0, b1, b2, b3, y0, y1, y2, y3);
                 var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
                 scores[j] = four.GetElement(0);
                 s1[j] = four.GetElement(1);
@@ -300,14 +300,10 @@ internal static unsafe class HostDecodeAttention
             {
                 long k0 = first + j * keyStride, k1 = first + Math.Min(j + 1, length - 1) * keyStride;
                 long k2 = first + Math.Min(j + 2, length - 1) * keyStride, k3 = first + Math.Min(j + 3, length - 1) * keyStride;
-                var d0 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k0 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k0 + 32),
-                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k0 + 16), a0 * TCache.Load(keys, k0))));
-                var d1 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k1 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k1 + 32),
-                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k1 + 16), a0 * TCache.Load(keys, k1))));
-                var d2 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k2 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k2 + 32),
-                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k2 + 16), a0 * TCache.Load(keys, k2))));
-                var d3 = Vector512.FusedMultiplyAdd(a3, TCache.Load(keys, k3 + 48), Vector512.FusedMultiplyAdd(a2, TCache.Load(keys, k3 + 32),
-                    Vector512.FusedMultiplyAdd(a1, TCache.Load(keys, k3 + 16), a0 * TCache.Load(keys, k3))));
+                var d0 = Dot64(a0, a1, a2, a3, TCache.Load(keys, k0), TCache.Load(keys, k0 + 16), TCache.Load(keys, k0 + 32), TCache.Load(keys, k0 + 48));
+                var d1 = Dot64(a0, a1, a2, a3, TCache.Load(keys, k1), TCache.Load(keys, k1 + 16), TCache.Load(keys, k1 + 32), TCache.Load(keys, k1 + 48));
+                var d2 = Dot64(a0, a1, a2, a3, TCache.Load(keys, k2), TCache.Load(keys, k2 + 16), TCache.Load(keys, k2 + 32), TCache.Load(keys, k2 + 48));
+                var d3 = Dot64(a0, a1, a2, a3, TCache.Load(keys, k3), TCache.Load(keys, k3 + 16), TCache.Load(keys, k3 + 32), TCache.Load(keys, k3 + 48));
                 var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
                 for (int lane = 0; lane < 4 && j + lane < length; lane++) scores[j + lane] = four.GetElement(lane);
             }
@@ -333,10 +329,10 @@ internal static unsafe class HostDecodeAttention
                 {
                     long k = first + j * keyStride;
                     var x0 = TCache.Load(keys, k); var x1 = TCache.Load(keys, k + 16); var x2 = TCache.Load(keys, k + 32); var x3 = TCache.Load(keys, k + 48);
-                    var d0 = Vector512.FusedMultiplyAdd(a3, x3, Vector512.FusedMultiplyAdd(a2, x2, Vector512.FusedMultiplyAdd(a1, x1, a0 * x0)));
-                    var d1 = Vector512.FusedMultiplyAdd(b3, x3, Vector512.FusedMultiplyAdd(b2, x2, Vector512.FusedMultiplyAdd(b1, x1, b0 * x0)));
-                    var d2 = Vector512.FusedMultiplyAdd(c3, x3, Vector512.FusedMultiplyAdd(c2, x2, Vector512.FusedMultiplyAdd(c1, x1, c0 * x0)));
-                    var d3 = Vector512.FusedMultiplyAdd(e3, x3, Vector512.FusedMultiplyAdd(e2, x2, Vector512.FusedMultiplyAdd(e1, x1, e0 * x0)));
+                    var d0 = Dot64(a0, a1, a2, a3, x0, x1, x2, x3);
+                    var d1 = Dot64(b0, b1, b2, b3, x0, x1, x2, x3);
+                    var d2 = Dot64(c0, c1, c2, c3, x0, x1, x2, x3);
+                    var d3 = Dot64(e0, e1, e2, e3, x0, x1, x2, x3);
                     var four = VectorSums.Sum4(d0, d1, d2, d3) * scale;
                     s0[j] = four.GetElement(0);
                     if (heads > 1) s0[stride + j] = four.GetElement(1);
@@ -345,6 +341,12 @@ internal static unsafe class HostDecodeAttention
                 }
             }
         }
+
+        /// <summary>q·k over 64 dimensions as four vectors, summed in the order of the general loops (bit-identical).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Dot64(Vector512<float> q0, Vector512<float> q1, Vector512<float> q2, Vector512<float> q3,
+            Vector512<float> k0, Vector512<float> k1, Vector512<float> k2, Vector512<float> k3) =>
+            Vector512.FusedMultiplyAdd(q3, k3, Vector512.FusedMultiplyAdd(q2, k2, Vector512.FusedMultiplyAdd(q1, k1, q0 * k0)));
 
         /// <summary>Head <paramref name="g"/>'s value vectors v (and v + 1 when there is one), normalised; nothing for a
         /// head past the group (the repeated last head of a partial block).</summary>
