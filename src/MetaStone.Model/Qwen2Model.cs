@@ -336,11 +336,14 @@ public sealed class Qwen2Mlp : nn.Module
     internal Tensor Forward(Tensor x, LayerContext ctx)
     {
         var gateUp = Qwen2Projection.Apply(x, _gateUp.Weight(ctx.RecordsGradients), null, ctx);
-        var gated = ctx.HostKernels && HostSwiGlu.Supports(gateUp, _intermediate)
-            ? HostSwiGlu.Forward(gateUp, _intermediate)
-            : F.silu(gateUp.narrow(-1, 0, _intermediate)).mul_(gateUp.narrow(-1, _intermediate, _intermediate));
-        return Qwen2Projection.Apply(gated, down_proj.weight!, null, ctx);
+        return Qwen2Projection.Apply(Gate(gateUp, _intermediate, ctx), down_proj.weight!, null, ctx);
     }
+
+    /// <summary>silu(gate) · up from the fused projection's output [..., 2·ffn] → fresh [..., ffn] fp32: on the host when
+    /// the matmuls run there (see <see cref="HostSwiGlu"/>), else in torch.</summary>
+    internal static Tensor Gate(Tensor gateUp, int ffn, LayerContext ctx) => ctx.HostKernels && HostSwiGlu.Supports(gateUp, ffn)
+        ? HostSwiGlu.Forward(gateUp, ffn)
+        : F.silu(gateUp.narrow(-1, 0, ffn)).mul_(gateUp.narrow(-1, ffn, ffn));
 
     protected override void Dispose(bool disposing)
     {

@@ -55,7 +55,7 @@ public sealed class SprmHead : IDisposable
         Tensor w1 = first.weight!, b1 = first.bias!, w2 = second.weight!, b2 = second.bias!;
         bool host = Kernels.HostLinear.IsSupported && !is_grad_enabled() && features.device_type == DeviceType.CPU
             && features.dtype == ScalarType.Float32 && Channels % 16 == 0
-            && new[] { w1, b1, w2, b2 }.All(t => t.device_type == DeviceType.CPU && t.dtype == ScalarType.Float32 && t.is_contiguous());
+            && InPlace(w1) && InPlace(b1) && InPlace(w2) && InPlace(b2);
         if (!host)
         {
             using var scope = NewDisposeScope();
@@ -73,6 +73,8 @@ public sealed class SprmHead : IDisposable
         GC.KeepAlive(input);
         GC.KeepAlive(Module);
         return logits;
+
+        static bool InPlace(Tensor t) => t.device_type == DeviceType.CPU && t.dtype == ScalarType.Float32 && t.is_contiguous();
     }
 
     /// <summary>Loads the four released tensors, checking names and shapes; <paramref name="source"/> names the file in errors.</summary>

@@ -180,9 +180,7 @@ public static class DecodeProfiler
                 var vPart = qkvOut.narrow(-1, qkWidth, kvHeads * headDim).view(batch, 1, kvHeads, headDim);
                 if (narrowKv && !castsAroundMatmuls) vPart.to_type(model.KvDtype); // fp32 matmul output rounded for the cache
                 var gu = castsAroundMatmuls ? gateUpOut.to_type(ScalarType.Float32) : gateUpOut.clone();
-                var gated = stepContext.HostKernels && HostSwiGlu.Supports(gu, ffn)
-                    ? HostSwiGlu.Forward(gu, (int)ffn)
-                    : F.silu(gu.narrow(-1, 0, ffn)).mul_(gu.narrow(-1, ffn, ffn));
+                var gated = Qwen2Mlp.Gate(gu, (int)ffn, stepContext);
                 if (castsAroundMatmuls) gated.to_type(dtype);
                 var attnOut = castsAroundMatmuls ? blockOut.to_type(ScalarType.Float32) : x32.clone();
                 attnOut.add_(x32, TorchScalars.One);
