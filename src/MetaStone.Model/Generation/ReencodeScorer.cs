@@ -22,8 +22,7 @@ public static class ReencodeScorer
         using var _ = no_grad();
         var ids = tensor(all.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0);
         var features = model.ForwardFull(ids, allPositions: true).SprmFeatures[0];
-        var index = tensor(positions.Select(p => (long)p).ToArray(), device: model.Device);
-        var logits = head.Logits(features.index_select(0, index)).cpu().data<float>().ToArray();
+        var logits = head.LogitsOfRows(features, [.. positions.Select(p => (long)p)]);
         return positions.Select((p, j) => new StepScore(p + 1, p + 1 - promptIds.Count, logits[j])).ToList();
     }
 }
