@@ -104,10 +104,11 @@ internal readonly unsafe struct LinearJob(void* weight, bool bf16, float* x, flo
     }
 
     /// <summary>Part <paramref name="part"/> of <paramref name="parts"/> of <paramref name="n"/> weight rows, in whole
-    /// blocks of four (both kernels take four weight rows at a time), so only the last part has a remainder.</summary>
-    public static (int Start, int End) WeightRowsOfPart(int n, int part, int parts)
+    /// tiles of <paramref name="tileRows"/> (the managed kernels and the native row kernel take four weight rows at a
+    /// time), so only the last part has a remainder.</summary>
+    public static (int Start, int End) WeightRowsOfPart(int n, int part, int parts, int tileRows = 4)
     {
-        int per = ((n + parts - 1) / parts + 3) / 4 * 4;
+        int per = ((n + parts - 1) / parts + tileRows - 1) / tileRows * tileRows;
         return (Math.Min(n, part * per), Math.Min(n, (part + 1) * per));
     }
 }

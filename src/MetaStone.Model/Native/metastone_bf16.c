@@ -147,3 +147,130 @@ EXPORT void metastone_bf16_matmul_rows(const uint16_t* x, const uint16_t* w, con
         }
     }
 }
+
+// ---- Activation-packed kernel: weights broadcast, no horizontal sums (issue 13, seventh session) ----
+// The kernel above multiplies rows by rows, so every output ends in a horizontal sum, and the activations (32 rows of a
+// 1,024-wide block, 64 KB) come from L2 for every tile. This one packs the activations instead: 16 rows of bf16 pairs
+// along K in each vector, xp[kp][m] = (x[m][2kp], x[m][2kp+1]), and broadcasts a pair of one weight row, so that one
+// vdpbf16ps adds that pair's products to 16 rows' outputs at once. A tile is 12 weight rows × 32 activation rows
+// (24 accumulators, 2 activation loads and 12 four-byte broadcasts per 24 dot products); the weights stream from memory
+// exactly once, in their stored row-major layout, and the 32 × 12 results are transposed in registers at the end.
+// Measured on the 0.5B shape's matmuls at 32 rows (tests/tools/bf16-gemm-probe/kernel.c): ~42–46 ms a step against
+// 56–60 for the kernel above. At 16 rows and fewer it loses (a vector holds 16 rows: half of it is padding at 8), so
+// NativeBf16 uses it from ActivationPackedMinRows rows.
+
+// Transposes 16 vectors of 16 32-bit lanes in place: lane j of r[i] goes to lane i of r[j].
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++)
+    {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++)
+    {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    // r[4i + e] now holds, in its 128-bit lane L, lane 4L + e of rows 4i .. 4i + 3.
+    for (int e = 0; e < 4; e++)
+    {
+        __m512 ab0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x44), ab1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xEE);
+        __m512 cd0 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x44), cd1 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xEE);
+        t[e] = _mm512_shuffle_f32x4(ab0, cd0, 0x88);
+        t[4 + e] = _mm512_shuffle_f32x4(ab0, cd0, 0xDD);
+        t[8 + e] = _mm512_shuffle_f32x4(ab1, cd1, 0x88);
+        t[12 + e] = _mm512_shuffle_f32x4(ab1, cd1, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+// Rows padded to a whole number of 16-row vectors: the packed activations' row stride.
+static inline int padded_rows(int rows) { return (rows + 15) / 16 * 16; }
+
+// xp = the fp32 activations x [rows, k] rounded to bf16 (nearest even) and packed as above: k/2 pairs × padded_rows(rows)
+// 32-bit elements, the padding rows zero. k must be a multiple of 16.
+EXPORT void metastone_bf16_pack_activations(const float* x, uint32_t* xp, int rows, int k)
+{
+    int mp = padded_rows(rows);
+    for (int m0 = 0; m0 < mp; m0 += 16)
+        for (int k0 = 0; k0 < k; k0 += 32)
+        {
+            int half = k - k0 < 32;   // the last 16 of a width that is an odd multiple of 16
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+            {
+                const float* row = x + (long)(m0 + i) * k + k0;
+                r[i] = m0 + i >= rows ? _mm512_setzero_ps()
+                    : (__m512)_mm512_cvtne2ps_pbh(half ? _mm512_setzero_ps() : _mm512_loadu_ps(row + 16), _mm512_loadu_ps(row));
+            }
+            transpose16(r);   // r[i] = pair k0/2 + i of the 16 rows
+            for (int i = 0; i < (half ? 8 : 16); i++) _mm512_storeu_ps((float*)(xp + (long)(k0 / 2 + i) * mp + m0), r[i]);
+        }
+}
+
+#define PACKED_TILE_ROWS 12
+
+// y[m0 .. m0 + 16·V, j .. j + R) for R ≤ 12 weight rows from j, V = 1 or 2 vectors of activation rows from m0 (rows
+// of y past `rows` are not written). R and V are constants where it is inlined with constants, so the loops unroll.
+static inline __attribute__((always_inline)) void packed_tile(const uint32_t* xp, int mp, int m0, const uint16_t* w,
+    long k, const float* bias, float* y, long n, int rows, int j, int R, int V)
+{
+    __m512 acc[PACKED_TILE_ROWS][2];
+    for (int r = 0; r < PACKED_TILE_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const uint16_t* w0 = w + (long)j * k;
+    const uint32_t* x0 = xp + m0;
+    long pairs = k / 2;
+    for (long kp = 0; kp < pairs; kp++)
+    {
+        __m512bh lo = (__m512bh)_mm512_loadu_si512(x0 + kp * mp), hi = lo;
+        if (V > 1) hi = (__m512bh)_mm512_loadu_si512(x0 + kp * mp + 16);
+        for (int r = 0; r < PACKED_TILE_ROWS; r++)
+            if (r < R)
+            {
+                int pair;
+                __builtin_memcpy(&pair, w0 + r * k + 2 * kp, sizeof pair);
+                __m512bh b = (__m512bh)_mm512_set1_epi32(pair);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], lo, b);
+                if (V > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], hi, b);
+            }
+    }
+    __mmask16 lanes = (__mmask16)((1u << R) - 1);
+    __m512 bias16 = bias ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_setzero_ps();
+    for (int v = 0; v < V; v++)
+    {
+        __m512 t[16];
+        for (int r = 0; r < 16; r++) t[r] = r < R && r < PACKED_TILE_ROWS ? acc[r][v] : _mm512_setzero_ps();
+        transpose16(t);   // t[i] = row m0 + 16v + i's outputs j .. j + R
+        int count = rows - m0 - 16 * v;
+        if (count > 16) count = 16;
+        for (int i = 0; i < count; i++) _mm512_mask_storeu_ps(y + (long)(m0 + 16 * v + i) * n + j, lanes, _mm512_add_ps(t[i], bias16));
+    }
+}
+
+// y[m, n] = bias[n] + Σ_k x[m, k]·w[n, k] for every row m < rows and the weight rows n in [n0, n1), from activations
+// packed by metastone_bf16_pack_activations. w: bf16 [n, k], row-major as stored; y: fp32 [rows, n]; bias fp32 or NULL.
+EXPORT void metastone_bf16_matmul_packed(const uint32_t* xp, const uint16_t* w, const float* bias, float* y,
+                                         int rows, int n, int k, int n0, int n1)
+{
+    int mp = padded_rows(rows);
+    for (int m0 = 0; m0 < rows; m0 += 32)
+    {
+        int j = n0;
+        if (rows - m0 > 16)
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
+            if (j < n1) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
+        }
+        else
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
+            if (j < n1) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
+        }
+    }
+}

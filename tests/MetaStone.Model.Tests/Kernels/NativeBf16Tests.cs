@@ -26,6 +26,11 @@ public sealed class NativeBf16Tests
         { 33, 13, 2080, false },    // rows 6·5 + 2 + 1; width in three blocks, the last one chunk
         { 5, 8, 1024, true },       // rows 4 + 1; width exactly one block
         { 1, 3, 16, false },
+        // From NativeBf16.ActivationPackedMinRows rows, the activation-packed kernel:
+        { 24, 50, 1104, true },     // 24 rows in two 16-row vectors, the second half padding; width an odd multiple of 16
+        { 40, 37, 896, true },      // rows 32 + 8 (the second block one vector); outputs 3 tiles of 12 + 1
+        { 64, 151, 256, false },    // two full blocks of 32 rows; outputs split over the team in whole tiles
+        { 26, 200, 100, true },     // width not a multiple of 16: the row kernel instead
     };
 
     [Theory]

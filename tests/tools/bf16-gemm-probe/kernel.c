@@ -13,6 +13,7 @@
 #include "../../../src/MetaStone.Model/Native/metastone_bf16.c"
 static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
 typedef unsigned short u16;
+static float bf(u16 b){unsigned u=(unsigned)b<<16; float f; memcpy(&f,&u,4); return f;}
 #define LD(p) ((__m512bh)_mm512_loadu_si512(p))
 #define DP(a,v,w) a=_mm512_dpbf16_ps(a,v,w)
 static void v1(const u16* x,const u16* w,float* y,int M,int N,int K,int n0,int n1){
@@ -37,20 +38,32 @@ static void v1(const u16* x,const u16* w,float* y,int M,int N,int K,int n0,int n
   }
 }
 static void v5(const u16* x,const u16* w,float* y,int M,int N,int K,int n0,int n1){ metastone_bf16_matmul_rows(x,w,NULL,y,M,N,K,n0,n1); }
+// The activation-packed kernel: x is packed once per matmul (xp, filled by main before the threads start).
+static uint32_t* xp;
+static void v6(const u16* x,const u16* w,float* y,int M,int N,int K,int n0,int n1){ (void)x; metastone_bf16_matmul_packed(xp,w,NULL,y,M,N,K,n0,n1); }
 typedef void (*kern)(const u16*,const u16*,float*,int,int,int,int,int);
 static void gemm(kern f,int gran,const u16* x,const u16* w,float* y,int M,int N,int K){
   #pragma omp parallel
   { int t=omp_get_thread_num(), T=omp_get_num_threads(); int per=((N/gran+T-1)/T)*gran; int n0=t*per, n1=n0+per<N?n0+per:N; if(n0<n1) f(x,w,y,M,N,K,n0,n1); }
 }
-static float bf(u16 b){unsigned u=(unsigned)b<<16; float f; memcpy(&f,&u,4); return f;}
-#define NV 2
+
+#define NV 3
 int main(int argc,char**argv){
   int M=argc>1?atoi(argv[1]):32;
-  kern ks[]={v1,v5}; int grans[]={4,4}; const char* kn[]={"first 4x4","shipped"};
-  // correctness
-  { int N=26,K=1100; u16*w=malloc(N*K*2),*x=malloc(M*K*2); float*y=malloc(M*N*4);
-    for(int i=0;i<N*K;i++) w[i]=0x3c00+(rand()%300); for(int i=0;i<M*K;i++) x[i]=0x3c00+(rand()%300);
-    for(int v=0;v<NV;v++){ memset(y,0,M*N*4); ks[v](x,w,y,M,N,K,0,N); double md=0; for(int m=0;m<M;m++)for(int n=0;n<N;n++){double r=0;for(int k=0;k<K;k++) r+=(double)bf(x[m*K+k])*bf(w[n*K+k]); double d=fabs(r-y[m*N+n])/fabs(r); if(d>md) md=d;} printf("%s max rel err %.2e\n",kn[v],md);} }
+  kern ks[]={v1,v5,v6}; int grans[]={4,4,12}; const char* kn[]={"first 4x4","rows","packed"};
+  // correctness: both shipped kernels against a double reference on bf16-rounded activations, with a bias, widths
+  // that are not multiples of 32 and row counts around the 16-row vectors of the packed kernel
+  { int N=50,K=1104; int Ms[]={1,5,16,17,27,32,40,64}; u16*w=malloc(N*K*2); float*b=malloc(N*4); float*xf=malloc(64*K*4); u16*x=malloc(64*K*2); float*y=malloc(64*N*4);
+    xp=malloc((size_t)K/2*64*4);
+    for(int i=0;i<N*K;i++) w[i]=0x3c00+(rand()%300)+((rand()&1)<<15); for(int i=0;i<N;i++) b[i]=rand()%7-3.0f;
+    for(int i=0;i<64*K;i++) xf[i]=(rand()%2001-1000)/300.0f;
+    metastone_fp32_to_bf16(xf,x,64L*K);
+    for(int t=0;t<8;t++){ int M=Ms[t]; double md[2]={0,0};
+      for(int v=0;v<2;v++){ for(int i=0;i<M*N;i++) y[i]=NAN;
+        if(v==0) metastone_bf16_matmul_rows(x,w,b,y,M,N,K,0,N); else { metastone_bf16_pack_activations(xf,xp,M,K); metastone_bf16_matmul_packed(xp,w,b,y,M,N,K,0,N); }
+        for(int m=0;m<M;m++)for(int n=0;n<N;n++){double r=b[n],ra=fabs(b[n]);for(int k=0;k<K;k++){double p=(double)bf(x[m*K+k])*bf(w[n*K+k]); r+=p; ra+=fabs(p);} double d=fabs(r-y[m*N+n])/ra; if(!(d<=md[v])) md[v]=isnan(d)?INFINITY:d;} }
+      printf("M=%2d max |err|/sum|terms|: rows %.1e, packed %.1e\n",M,md[0],md[1]); }
+    free(w);free(b);free(xf);free(x);free(y);free(xp); }
   int shapes[][2]={{1152,896},{896,896},{9728,896},{896,4864},{151936,896}}; const char* names[]={"qkv","o","gate_up","down","head"};
   int counts[]={24,24,24,24,1};
   double tt[NV]={0};
@@ -59,12 +72,14 @@ int main(int argc,char**argv){
     u16** W=malloc(sizeof(void*)*layers); for(int l=0;l<layers;l++){W[l]=aligned_alloc(64,(size_t)N*K*2); for(long i=0;i<(long)N*K;i++) W[l][i]=0x3c00+(i%97);}
     u16* x=aligned_alloc(64,(size_t)M*K*2); for(long i=0;i<(long)M*K;i++) x[i]=0x3f00+(i%13);
     float* y=aligned_alloc(64,(size_t)M*N*4);
+    float* xf=aligned_alloc(64,(size_t)M*K*4); for(long i=0;i<(long)M*K;i++) xf[i]=bf(x[i]);
+    xp=aligned_alloc(64,(size_t)K/2*((M+15)/16*16)*4);
     printf("%-8s N=%6d K=%5d x%2d:",names[s],N,K,layers);
     double best[NV]; for(int v=0;v<NV;v++) best[v]=1e9;
-    for(int rep=0;rep<7;rep++) for(int v=0;v<NV;v++){ double t0=now(); for(int l=0;l<layers;l++) gemm(ks[v],grans[v],x,W[l],y,M,N,K); double t=now()-t0; if(t<best[v]) best[v]=t; }
+    for(int rep=0;rep<7;rep++) for(int v=0;v<NV;v++){ double t0=now(); for(int l=0;l<layers;l++){ if(v==2) metastone_bf16_pack_activations(xf,xp,M,K); gemm(ks[v],grans[v],x,W[l],y,M,N,K); } double t=now()-t0; if(t<best[v]) best[v]=t; }
     for(int v=0;v<NV;v++){ printf("  %s %6.2f ms %5.0f GF/s |",kn[v],best[v]*1e3,2.0*M*N*K*layers/best[v]/1e9); tt[v]+=best[v]; }
     printf("\n");
-    for(int l=0;l<layers;l++) free(W[l]); free(W); free(x); free(y);
+    for(int l=0;l<layers;l++) free(W[l]); free(W); free(x); free(y); free(xf); free(xp);
   }
   for(int v=0;v<NV;v++) printf("%s: step matmuls %.1f ms\n",kn[v],tt[v]*1e3);
 }
