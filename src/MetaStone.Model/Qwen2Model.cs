@@ -130,6 +130,12 @@ internal readonly record struct LayerContext(long Batch, long Length, ScalarType
     /// above what <see cref="HostLinear"/>'s exact kernel is faster at.</summary>
     public bool NativeBf16Decode => HostKernels && Decoding && WeightDtype == ScalarType.BFloat16
         && Batch * Length > HostLinear.Bf16DecodeMaxRows && NativeBf16.IsAvailable;
+
+    /// <summary>The fp32 matmuls of this decode step run in <see cref="NativeBf16"/>'s fp32 kernel (fp32 FMAs as in
+    /// <see cref="HostLinear"/>, summed in another order): a batch of at least
+    /// <see cref="NativeBf16.ActivationPackedMinRows"/> rows.</summary>
+    public bool NativeFp32Decode => HostKernels && Decoding && WeightDtype == ScalarType.Float32
+        && Batch * Length >= NativeBf16.ActivationPackedMinRows && NativeBf16.IsAvailable;
 }
 
 /// <summary>Every matmul of the decoder: fp32 activations in, fp32 out, whatever the weights' dtype.</summary>
@@ -143,7 +149,9 @@ internal static class Qwen2Projection
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx, Tensor? widenInto = null)
     {
         if (InHostKernel(weight, ctx))
-            return ctx.NativeBf16Decode && weight.dtype == ScalarType.BFloat16 ? NativeBf16.Forward(x, weight, bias, widenInto) : HostLinear.Forward(x, weight, bias);
+            return (ctx.NativeBf16Decode && weight.dtype == ScalarType.BFloat16) || (ctx.NativeFp32Decode && weight.dtype == ScalarType.Float32)
+                ? NativeBf16.Forward(x, weight, bias, widenInto)
+                : HostLinear.Forward(x, weight, bias);
         if (!ctx.Mixed) return F.linear(x, weight, bias);
         var narrow = F.linear(x.to_type(ctx.WeightDtype), weight, bias);
         return widenInto is not null && widenInto.dtype == ScalarType.Float32 && widenInto.shape.SequenceEqual(narrow.shape)

@@ -216,6 +216,24 @@ EXPORT void metastone_bf16_pack_activations(const float* x, uint32_t* xp, int ro
 
 #define PACKED_TILE_ROWS 12
 
+// Writes a tile's accumulators, acc[r][v] = outputs j + r of the 16 activation rows m0 + 16v .. (lane = row), to
+// y[row, j + r] plus bias[j + r]: transposed in registers, one masked store of R outputs per row.
+static inline __attribute__((always_inline)) void store_tile(__m512 acc[PACKED_TILE_ROWS][2], const float* bias, float* y,
+    long n, int rows, int m0, int j, int R, int V)
+{
+    __mmask16 lanes = (__mmask16)((1u << R) - 1);
+    __m512 bias16 = bias ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_setzero_ps();
+    for (int v = 0; v < V; v++)
+    {
+        __m512 t[16];
+        for (int r = 0; r < 16; r++) t[r] = r < R && r < PACKED_TILE_ROWS ? acc[r][v] : _mm512_setzero_ps();
+        transpose16(t);   // t[i] = row m0 + 16v + i's outputs j .. j + R
+        int count = rows - m0 - 16 * v;
+        if (count > 16) count = 16;
+        for (int i = 0; i < count; i++) _mm512_mask_storeu_ps(y + (long)(m0 + 16 * v + i) * n + j, lanes, _mm512_add_ps(t[i], bias16));
+    }
+}
+
 // y[m0 .. m0 + 16·V, j .. j + R) for R ≤ 12 weight rows from j, V = 1 or 2 vectors of activation rows from m0 (rows
 // of y past `rows` are not written). R and V are constants where it is inlined with constants, so the loops unroll.
 static inline __attribute__((always_inline)) void packed_tile(const uint32_t* xp, int mp, int m0, const uint16_t* w,
@@ -240,17 +258,7 @@ static inline __attribute__((always_inline)) void packed_tile(const uint32_t* xp
                 if (V > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], hi, b);
             }
     }
-    __mmask16 lanes = (__mmask16)((1u << R) - 1);
-    __m512 bias16 = bias ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_setzero_ps();
-    for (int v = 0; v < V; v++)
-    {
-        __m512 t[16];
-        for (int r = 0; r < 16; r++) t[r] = r < R && r < PACKED_TILE_ROWS ? acc[r][v] : _mm512_setzero_ps();
-        transpose16(t);   // t[i] = row m0 + 16v + i's outputs j .. j + R
-        int count = rows - m0 - 16 * v;
-        if (count > 16) count = 16;
-        for (int i = 0; i < count; i++) _mm512_mask_storeu_ps(y + (long)(m0 + 16 * v + i) * n + j, lanes, _mm512_add_ps(t[i], bias16));
-    }
+    store_tile(acc, bias, y, n, rows, m0, j, R, V);
 }
 
 // y[m, n] = bias[n] + Σ_k x[m, k]·w[n, k] for every row m < rows and the weight rows n in [n0, n1), from activations
@@ -271,6 +279,70 @@ EXPORT void metastone_bf16_matmul_packed(const uint32_t* xp, const uint16_t* w, 
         {
             for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
             if (j < n1) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
+        }
+    }
+}
+
+// ---- The same for fp32 weights (fp32 models' decode batches) ----
+// fp32 activations transposed, xt[kk][m] = x[m][kk] (rows padded to 16), and one fp32 weight broadcast per FMA: 12 × 32
+// tiles, 2 activation loads and 12 broadcasts per 24 FMAs, the weights streamed once in their stored layout. Sums are
+// plain fp32 FMAs over K, as in HostLinear, in another order. AVX-512F only, but shipped in this library (which
+// NativeBf16 loads on CPUs with avx512_bf16).
+
+// xt = x [rows, k] transposed to k × padded_rows(rows), the padding rows zero; k a multiple of 16.
+EXPORT void metastone_fp32_pack_activations(const float* x, float* xt, int rows, int k)
+{
+    int mp = padded_rows(rows);
+    for (int m0 = 0; m0 < mp; m0 += 16)
+        for (int k0 = 0; k0 < k; k0 += 16)
+        {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = m0 + i < rows ? _mm512_loadu_ps(x + (long)(m0 + i) * k + k0) : _mm512_setzero_ps();
+            transpose16(r);   // r[i] = column k0 + i of the 16 rows
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(xt + (long)(k0 + i) * mp + m0, r[i]);
+        }
+}
+
+static inline __attribute__((always_inline)) void fp32_tile(const float* xt, int mp, int m0, const float* w, long k,
+    const float* bias, float* y, long n, int rows, int j, int R, int V)
+{
+    __m512 acc[PACKED_TILE_ROWS][2];
+    for (int r = 0; r < PACKED_TILE_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const float* w0 = w + (long)j * k;
+    const float* x0 = xt + m0;
+    for (long kk = 0; kk < k; kk++)
+    {
+        __m512 lo = _mm512_loadu_ps(x0 + kk * mp), hi = lo;
+        if (V > 1) hi = _mm512_loadu_ps(x0 + kk * mp + 16);
+        for (int r = 0; r < PACKED_TILE_ROWS; r++)
+            if (r < R)
+            {
+                __m512 b = _mm512_set1_ps(w0[r * k + kk]);
+                acc[r][0] = _mm512_fmadd_ps(lo, b, acc[r][0]);
+                if (V > 1) acc[r][1] = _mm512_fmadd_ps(hi, b, acc[r][1]);
+            }
+    }
+    store_tile(acc, bias, y, n, rows, m0, j, R, V);
+}
+
+// y[m, n] = bias[n] + Σ_k x[m, k]·w[n, k] for m < rows and weight rows n in [n0, n1), from activations transposed by
+// metastone_fp32_pack_activations. w: fp32 [n, k] row-major; y: fp32 [rows, n]; bias fp32 or NULL.
+EXPORT void metastone_fp32_matmul_packed(const float* xt, const float* w, const float* bias, float* y,
+                                         int rows, int n, int k, int n0, int n1)
+{
+    int mp = padded_rows(rows);
+    for (int m0 = 0; m0 < rows; m0 += 32)
+    {
+        int j = n0;
+        if (rows - m0 > 16)
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
+            if (j < n1) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
+        }
+        else
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
+            if (j < n1) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
         }
     }
 }

@@ -33,6 +33,39 @@ public sealed class NativeBf16Tests
         { 26, 200, 100, true },     // width not a multiple of 16: the row kernel instead
     };
 
+    public static TheoryData<int, int, int, bool> Fp32Shapes => new()
+    {
+        // rows, outputs, width, bias: fp32 weights, the transposed-activation kernel at any row count
+        { 32, 1152, 896, true },    // Qwen2-0.5B q/k/v at best-of-32
+        { 32, 896, 4864, false },   // down_proj
+        { 24, 50, 1104, true },     // 24 rows, the second vector half padding; width an odd multiple of 16
+        { 40, 37, 256, true },      // rows 32 + 8; outputs 3 tiles of 12 + 1
+        { 5, 13, 64, false },       // one vector, mostly padding
+    };
+
+    [Theory]
+    [MemberData(nameof(Fp32Shapes))]
+    public void Fp32_weights_equal_a_float64_product(int rows, int outputs, int width, bool withBias)
+    {
+        if (!NativeBf16.IsAvailable) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var generator = new torch.Generator((ulong)(rows * 11 + outputs));
+        var x = randn(new long[] { rows, width }, generator: generator);
+        var weight = randn(new long[] { outputs, width }, generator: generator) * 0.05;
+        var bias = withBias ? randn(new long[] { outputs }, generator: generator) : null;
+        using (HostKernelPass.Begin())
+        {
+            var y = NativeBf16.Forward(x, weight, bias);
+            var expected = x.to_type(ScalarType.Float64).matmul(weight.to_type(ScalarType.Float64).t());
+            if (bias is not null) expected += bias.to_type(ScalarType.Float64);
+            double scale = expected.abs().max().item<double>();
+            double error = (y.to_type(ScalarType.Float64) - expected).abs().max().item<double>();
+            Assert.True(error <= scale * 1e-6 * Math.Sqrt(width), $"largest error {error:E2} at scale {scale:E2}");
+        }
+        Assert.Throws<ArgumentException>(() => NativeBf16.Forward(randn(rows, 40), randn(outputs, 40), null));
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void Equals_a_float64_product_of_the_rounded_operands(int rows, int outputs, int width, bool withBias)
