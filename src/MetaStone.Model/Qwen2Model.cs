@@ -131,10 +131,11 @@ internal readonly record struct LayerContext(long Batch, long Length, ScalarType
     public bool NativeBf16Decode => HostKernels && Decoding && WeightDtype == ScalarType.BFloat16
         && Batch * Length > HostLinear.Bf16DecodeMaxRows && NativeBf16.IsAvailable;
 
-    /// <summary>The fp32 matmuls of this decode step run in <see cref="NativeBf16"/>'s fp32 kernel (fp32 FMAs as in
-    /// <see cref="HostLinear"/>, summed in another order): a batch of at least
-    /// <see cref="NativeBf16.ActivationPackedMinRows"/> rows.</summary>
-    public bool NativeFp32Decode => HostKernels && Decoding && WeightDtype == ScalarType.Float32
+    /// <summary>The matmuls of this pass run in <see cref="NativeBf16.ForwardExact"/> (exact weights times unrounded
+    /// activations, fp32 sums, as in <see cref="HostLinear"/> but faster from
+    /// <see cref="NativeBf16.ActivationPackedMinRows"/> rows): fp32 weights, and bf16 prefill and full forwards (bf16
+    /// decode batches take the faster rounded kernels, <see cref="NativeBf16Decode"/>).</summary>
+    public bool NativeExact => HostKernels && (WeightDtype == ScalarType.Float32 || (WeightDtype == ScalarType.BFloat16 && !Decoding))
         && Batch * Length >= NativeBf16.ActivationPackedMinRows && NativeBf16.IsAvailable;
 }
 
@@ -149,9 +150,10 @@ internal static class Qwen2Projection
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, LayerContext ctx, Tensor? widenInto = null)
     {
         if (InHostKernel(weight, ctx))
-            return (ctx.NativeBf16Decode && weight.dtype == ScalarType.BFloat16) || (ctx.NativeFp32Decode && weight.dtype == ScalarType.Float32)
-                ? NativeBf16.Forward(x, weight, bias, widenInto)
-                : HostLinear.Forward(x, weight, bias);
+        {
+            if (ctx.NativeBf16Decode && weight.dtype == ScalarType.BFloat16) return NativeBf16.Forward(x, weight, bias, widenInto);
+            return ctx.NativeExact ? NativeBf16.ForwardExact(x, weight, bias, widenInto) : HostLinear.Forward(x, weight, bias);
+        }
         if (!ctx.Mixed) return F.linear(x, weight, bias);
         var narrow = F.linear(x.to_type(ctx.WeightDtype), weight, bias);
         return widenInto is not null && widenInto.dtype == ScalarType.Float32 && widenInto.shape.SequenceEqual(narrow.shape)

@@ -7,8 +7,9 @@ namespace MetaStone.Model.Kernels;
 /// <summary>
 /// The matmuls of batched decode steps in <c>libmetastone_bf16.so</c> (<c>src/MetaStone.Model/Native</c>): for bf16
 /// weights AVX512-BF16 dot products (<c>vdpbf16ps</c>), which .NET 10 has no intrinsic for, on bf16-rounded activations
-/// (as llama.cpp rounds them); for fp32 weights, from <see cref="ActivationPackedMinRows"/> rows, fp32 FMAs with each
-/// weight broadcast against 16 transposed activation rows. fp32 outputs, the weight rows split over the kernel team.
+/// (as llama.cpp rounds them); from <see cref="ActivationPackedMinRows"/> rows, for fp32 weights and for bf16 prefill,
+/// fp32 FMAs of each exact weight broadcast against 16 transposed, unrounded activation rows. fp32 outputs, the weight
+/// rows split over the kernel team.
 /// </summary>
 /// <remarks>
 /// Why: a best-of-32 step's matmuls ran at ~325 GFLOP/s in oneDNN through torch (layers 68–71 ms + head 27–30 ms on the
@@ -26,13 +27,18 @@ internal static unsafe class NativeBf16
     private static readonly delegate* unmanaged<float*, void*, int, int, void> s_packBf16, s_packFp32;
     // Every matmul takes (activations, weights, bias, y, rows, n, k, n0, n1); the activations are bf16 rows, packed bf16
     // pairs or transposed fp32, the weights bf16 or fp32.
-    private static readonly delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void> s_matmulRows, s_matmulPacked, s_matmulFp32;
+    private static readonly delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void> s_matmulRows, s_matmulPacked, s_matmulFp32, s_matmulExact;
 
     /// <summary>From this many rows a bf16 matmul packs its activations and runs the activation-packed kernel
-    /// (<c>metastone_bf16_matmul_packed</c>), and fp32 decode batches run <c>metastone_fp32_matmul_packed</c>. Measured
+    /// (<c>metastone_bf16_matmul_packed</c>), and exact passes (fp32 weights, bf16 prefill) the transposed-activation
+    /// kernels (<c>metastone_fp32_matmul_packed</c>, <c>metastone_bf16_matmul_exact</c>: ~340 and ~420 GFLOP/s at 32
+    /// rows on the 0.5B shape's matmuls, where fp32 FMAs peak at ~460 on two cores). Measured
     /// on the 0.5B shape's matmuls (tests/tools/bf16-gemm-probe), the bf16 one takes ~17 % less time than the row kernel
     /// at 32 rows, the same at 24, and more at 16 and fewer, where half of its 16-row vectors can be padding.</summary>
     public const int ActivationPackedMinRows = 24;
+
+    /// <summary>Activation rows packed and multiplied at a time (a multiple of the kernels' 32-row blocks).</summary>
+    private const int PackedChunkRows = 256;
 
     /// <summary>Weight rows per tile of the activation-packed kernels: a thread's share is cut in whole tiles.</summary>
     private const int PackedTileRows = 12;
@@ -44,7 +50,7 @@ internal static unsafe class NativeBf16
 
     static NativeBf16()
     {
-        var exports = new nint[6];
+        var exports = new nint[7];
         Unavailable = Load(exports);
         s_toBf16 = (delegate* unmanaged<float*, ushort*, long, void>)exports[0];
         s_matmulRows = (delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void>)exports[1];
@@ -52,12 +58,14 @@ internal static unsafe class NativeBf16
         s_matmulPacked = (delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void>)exports[3];
         s_packFp32 = (delegate* unmanaged<float*, void*, int, int, void>)exports[4];
         s_matmulFp32 = (delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void>)exports[5];
+        s_matmulExact = (delegate* unmanaged<void*, void*, float*, float*, int, int, int, int, int, void>)exports[6];
     }
 
     private static readonly string[] s_exportNames =
     [
         "metastone_fp32_to_bf16", "metastone_bf16_matmul_rows", "metastone_bf16_pack_activations",
         "metastone_bf16_matmul_packed", "metastone_fp32_pack_activations", "metastone_fp32_matmul_packed",
+        "metastone_bf16_matmul_exact",
     ];
 
     private static string? Load(nint[] exports)
@@ -75,16 +83,25 @@ internal static unsafe class NativeBf16
     }
 
     /// <summary>x [..., K] fp32, weight [N, K] bf16 or fp32 (contiguous), bias [N] or null → fp32 [..., N], written into
-    /// <paramref name="into"/> when it is an fp32 tensor of the output's shape (the engine's logits buffer). fp32 weights
-    /// need K a multiple of 16.</summary>
-    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Tensor? into = null)
+    /// <paramref name="into"/> when it is an fp32 tensor of the output's shape (the engine's logits buffer). bf16 weights
+    /// multiply the activations rounded to bf16 (the decode batches' dot-product kernels); fp32 weights need K a multiple
+    /// of 16 and run as <see cref="ForwardExact"/>.</summary>
+    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Tensor? into = null) => Run(x, weight, bias, into, exact: false);
+
+    /// <summary>As <see cref="Forward"/>, but products of the exact weights (bf16 widened, or fp32) with the unrounded
+    /// activations, summed in fp32 — <see cref="HostLinear"/>'s numbers in another summation order, for passes with at
+    /// least <see cref="ActivationPackedMinRows"/> rows (prefill, and fp32 decode batches). K a multiple of 16.</summary>
+    public static Tensor ForwardExact(Tensor x, Tensor weight, Tensor? bias, Tensor? into = null) => Run(x, weight, bias, into, exact: true);
+
+    private static Tensor Run(Tensor x, Tensor weight, Tensor? bias, Tensor? into, bool exact)
     {
         if (!IsAvailable) throw new InvalidOperationException($"the native bf16 kernel is not available: {Unavailable}");
         bool fp32 = weight.dtype == ScalarType.Float32;
+        exact |= fp32;
         if (x.dtype != ScalarType.Float32 || !(fp32 || weight.dtype == ScalarType.BFloat16) || !weight.is_contiguous())
             throw new ArgumentException($"the native kernels take fp32 activations and contiguous bf16 or fp32 weights, got {x.dtype} and {weight.dtype}");
         var (input, rows, k, n, outputShape) = HostLinear.Operands(x, weight);
-        if (fp32 && k % 16 != 0) throw new ArgumentException($"the native fp32 kernel takes widths that are multiples of 16, not {k}", nameof(weight));
+        if (exact && k % 16 != 0) throw new ArgumentException($"the native exact kernels take widths that are multiples of 16, not {k}", nameof(weight));
         var output = into is not null && into.dtype == ScalarType.Float32 && into.is_contiguous() && into.shape.SequenceEqual(outputShape)
             ? into
             : empty(outputShape, dtype: ScalarType.Float32, device: x.device);
@@ -95,21 +112,23 @@ internal static unsafe class NativeBf16
         void* weightData = (void*)HostLinear.DataPointer(weight);
         var biasData = biasFp32 is null ? null : (float*)HostLinear.DataPointer(biasFp32);
         var outputData = (float*)HostLinear.DataPointer(output);
-        long paddedRows = (m + 15) / 16 * 16;
-        if (fp32)
+        bool packs = exact || (m >= ActivationPackedMinRows && k % 16 == 0);   // the packing takes 16 columns at a time
+        if (packs)
         {
-            void* packed = ActivationScratch(k * paddedRows * sizeof(float));
-            s_packFp32(inputData, packed, m, k);
-            var job = new MatmulJob(packed, weightData, biasData, outputData, m, n, k, s_matmulFp32, PackedTileRows);
-            KernelTeam.Shared.Run(ref job, HostKernelPass.Threads);
-        }
-        else if (m >= ActivationPackedMinRows && k % 16 == 0)   // the packing takes 16 columns at a time
-        {
-            // Pairs along K × rows padded to 16, as 32-bit elements (see metastone_bf16.c).
-            void* packed = ActivationScratch(k / 2 * paddedRows * sizeof(uint));
-            s_packBf16(inputData, packed, m, k);
-            var job = new MatmulJob(packed, weightData, biasData, outputData, m, n, k, s_matmulPacked, PackedTileRows);
-            KernelTeam.Shared.Run(ref job, HostKernelPass.Threads);
+            // Rows in chunks, so that a long prompt's prefill packs into a bounded buffer (K × 256 rows: 5 MB at the
+            // 0.5B shape's widest K) instead of one the size of its activations, kept by the thread.
+            var matmul = exact ? (fp32 ? s_matmulFp32 : s_matmulExact) : s_matmulPacked;
+            for (int start = 0; start < m; start += PackedChunkRows)
+            {
+                int count = Math.Min(PackedChunkRows, m - start);
+                long paddedRows = (count + 15) / 16 * 16;
+                // fp32 columns (exact) or bf16 pairs along K (as 32-bit elements) × rows padded to 16 (metastone_bf16.c).
+                void* packed = ActivationScratch(exact ? k * paddedRows * sizeof(float) : k / 2 * paddedRows * sizeof(uint));
+                if (exact) s_packFp32(inputData + (long)start * k, packed, count, k);
+                else s_packBf16(inputData + (long)start * k, packed, count, k);
+                var job = new MatmulJob(packed, weightData, biasData, outputData + (long)start * n, count, n, k, matmul, PackedTileRows);
+                KernelTeam.Shared.Run(ref job, HostKernelPass.Threads);
+            }
         }
         else
         {

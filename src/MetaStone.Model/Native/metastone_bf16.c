@@ -346,3 +346,65 @@ EXPORT void metastone_fp32_matmul_packed(const float* xt, const float* w, const 
         }
     }
 }
+
+// ---- bf16 weights, exact: fp32 activations times the weights widened, for prefill ----
+// The prefill keeps bf16 models' keys and values computed from unrounded activations (the bf16 numerics target), which
+// vdpbf16ps cannot do. Same transposed activations as the fp32 kernel; a four-byte broadcast of a weight pair, split
+// into two fp32 vectors by a shift and a mask (bf16 is the high half of an fp32), feeds two FMAs per activation vector.
+static inline __attribute__((always_inline)) void widened_tile(const float* xt, int mp, int m0, const uint16_t* w, long k,
+    const float* bias, float* y, long n, int rows, int j, int R, int V)
+{
+    __m512 acc[PACKED_TILE_ROWS][2];
+    for (int r = 0; r < PACKED_TILE_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const uint16_t* w0 = w + (long)j * k;
+    const float* x0 = xt + m0;
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (long kk = 0; kk < k; kk += 2)
+    {
+        __m512 lo0 = _mm512_loadu_ps(x0 + kk * mp), hi0 = lo0, lo1 = _mm512_loadu_ps(x0 + (kk + 1) * mp), hi1 = lo1;
+        if (V > 1)
+        {
+            hi0 = _mm512_loadu_ps(x0 + kk * mp + 16);
+            hi1 = _mm512_loadu_ps(x0 + (kk + 1) * mp + 16);
+        }
+        for (int r = 0; r < PACKED_TILE_ROWS; r++)
+            if (r < R)
+            {
+                int pair;
+                __builtin_memcpy(&pair, w0 + r * k + kk, sizeof pair);
+                __m512i both = _mm512_set1_epi32(pair);
+                __m512 first = _mm512_castsi512_ps(_mm512_slli_epi32(both, 16));       // w[kk]
+                __m512 second = _mm512_castsi512_ps(_mm512_and_si512(both, high));      // w[kk + 1]
+                acc[r][0] = _mm512_fmadd_ps(lo0, first, acc[r][0]);
+                acc[r][0] = _mm512_fmadd_ps(lo1, second, acc[r][0]);
+                if (V > 1)
+                {
+                    acc[r][1] = _mm512_fmadd_ps(hi0, first, acc[r][1]);
+                    acc[r][1] = _mm512_fmadd_ps(hi1, second, acc[r][1]);
+                }
+            }
+    }
+    store_tile(acc, bias, y, n, rows, m0, j, R, V);
+}
+
+// y[m, n] = bias[n] + Σ_k x[m, k]·w[n, k], exact bf16 weights times the fp32 activations transposed by
+// metastone_fp32_pack_activations, summed in fp32; m < rows, weight rows n in [n0, n1); k a multiple of 16.
+EXPORT void metastone_bf16_matmul_exact(const float* xt, const uint16_t* w, const float* bias, float* y,
+                                        int rows, int n, int k, int n0, int n1)
+{
+    int mp = padded_rows(rows);
+    for (int m0 = 0; m0 < rows; m0 += 32)
+    {
+        int j = n0;
+        if (rows - m0 > 16)
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
+            if (j < n1) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
+        }
+        else
+        {
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
+            if (j < n1) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
+        }
+    }
+}

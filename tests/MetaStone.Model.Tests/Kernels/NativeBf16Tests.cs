@@ -31,6 +31,7 @@ public sealed class NativeBf16Tests
         { 40, 37, 896, true },      // rows 32 + 8 (the second block one vector); outputs 3 tiles of 12 + 1
         { 64, 151, 256, false },    // two full blocks of 32 rows; outputs split over the team in whole tiles
         { 26, 200, 100, true },     // width not a multiple of 16: the row kernel instead
+        { 300, 40, 128, true },     // rows packed in two chunks (256 + 44)
     };
 
     public static TheoryData<int, int, int, bool> Fp32Shapes => new()
@@ -41,29 +42,33 @@ public sealed class NativeBf16Tests
         { 24, 50, 1104, true },     // 24 rows, the second vector half padding; width an odd multiple of 16
         { 40, 37, 256, true },      // rows 32 + 8; outputs 3 tiles of 12 + 1
         { 5, 13, 64, false },       // one vector, mostly padding
+        { 300, 40, 128, true },     // rows in two chunks (256 + 44)
     };
 
+    /// <summary>The exact kernels: fp32 weights, or bf16 weights widened (prefill), times the unrounded activations.</summary>
     [Theory]
     [MemberData(nameof(Fp32Shapes))]
-    public void Fp32_weights_equal_a_float64_product(int rows, int outputs, int width, bool withBias)
+    public void Exact_kernels_equal_a_float64_product_of_unrounded_activations(int rows, int outputs, int width, bool withBias)
     {
         if (!NativeBf16.IsAvailable) return;
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var generator = new torch.Generator((ulong)(rows * 11 + outputs));
-        var x = randn(new long[] { rows, width }, generator: generator);
-        var weight = randn(new long[] { outputs, width }, generator: generator) * 0.05;
-        var bias = withBias ? randn(new long[] { outputs }, generator: generator) : null;
-        using (HostKernelPass.Begin())
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
         {
-            var y = NativeBf16.Forward(x, weight, bias);
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var generator = new torch.Generator((ulong)(rows * 11 + outputs));
+            var x = randn(new long[] { rows, width }, generator: generator);
+            var weight = (randn(new long[] { outputs, width }, generator: generator) * 0.05).to_type(dtype);
+            var bias = withBias ? randn(new long[] { outputs }, generator: generator) : null;
+            using var pass = HostKernelPass.Begin();
+            var y = dtype == ScalarType.Float32 ? NativeBf16.Forward(x, weight, bias) : NativeBf16.ForwardExact(x, weight, bias);
             var expected = x.to_type(ScalarType.Float64).matmul(weight.to_type(ScalarType.Float64).t());
             if (bias is not null) expected += bias.to_type(ScalarType.Float64);
             double scale = expected.abs().max().item<double>();
             double error = (y.to_type(ScalarType.Float64) - expected).abs().max().item<double>();
-            Assert.True(error <= scale * 1e-6 * Math.Sqrt(width), $"largest error {error:E2} at scale {scale:E2}");
+            Assert.True(error <= scale * 1e-6 * Math.Sqrt(width), $"{dtype}: largest error {error:E2} at scale {scale:E2}");
         }
         Assert.Throws<ArgumentException>(() => NativeBf16.Forward(randn(rows, 40), randn(outputs, 40), null));
+        Assert.Throws<ArgumentException>(() => NativeBf16.ForwardExact(randn(rows, 40), randn(outputs, 40).to_type(ScalarType.BFloat16), null));
     }
 
     [Theory]
