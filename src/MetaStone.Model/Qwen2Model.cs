@@ -18,12 +18,14 @@ public sealed class RmsNorm : nn.Module
 {
     private readonly Parameter weight;
     private readonly Scalar _eps; // rooted for the module's life (TorchScalars)
+    private readonly float _epsValue;
     private readonly bool _weightIsFp32;
 
     public RmsNorm(int size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
     {
         weight = nn.Parameter(ones(size, dtype: dtype, device: device));
         _eps = eps.ToScalar();
+        _epsValue = (float)eps;
         _weightIsFp32 = dtype == ScalarType.Float32;
         RegisterComponents();
     }
@@ -31,6 +33,11 @@ public sealed class RmsNorm : nn.Module
     /// <summary>x in fp32 (the residual stream) → fp32.</summary>
     /// <remarks>Six torch calls (a decode step is dominated by per-call overhead): the same operations in the same order as
     /// <c>x * rsqrt(mean(x·x) + eps) * w</c>, the intermediate ones in place.</remarks>
+    /// <summary>In <see cref="HostRmsNorm"/> for CPU inference without autograd (one tensor instead of six), else in
+    /// torch.</summary>
+    internal Tensor Forward(Tensor x, LayerContext ctx) =>
+        ctx.HostKernelsAllowed && !ctx.RecordsGradients && HostRmsNorm.Supports(x, weight) ? HostRmsNorm.Forward(x, weight, _epsValue) : Forward(x);
+
     public Tensor Forward(Tensor x)
     {
         var meanSquare = x.mul(x).mean([-1], keepdim: true);
@@ -390,8 +397,8 @@ public sealed class Qwen2DecoderLayer : nn.Module
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sinSigned, AttentionPlan plan, LayerContext ctx)
     {
         // The residual adds go into the blocks' fresh outputs (a + x == x + a exactly), never into x.
-        var h = self_attn.Forward(input_layernorm.Forward(x), cos, sinSigned, plan, ctx).add_(x, TorchScalars.One);
-        return mlp.Forward(post_attention_layernorm.Forward(h), ctx).add_(h, TorchScalars.One);
+        var h = self_attn.Forward(input_layernorm.Forward(x, ctx), cos, sinSigned, plan, ctx).add_(x, TorchScalars.One);
+        return mlp.Forward(post_attention_layernorm.Forward(h, ctx), ctx).add_(h, TorchScalars.One);
     }
 }
 
@@ -708,7 +715,7 @@ internal sealed class Qwen2Body : nn.Module
             using var scope = NewDisposeScope();
             x = layers[i].Forward(x, cos, sin, plan, ctx).MoveToOuterDisposeScope();
         }
-        return (norm.Forward(x), features);
+        return (norm.Forward(x, ctx), features);
     }
 }
 

@@ -151,10 +151,10 @@ public static class DecodeProfiler
             foreach (var layer in layers)
             {
                 using var layerScope = NewDisposeScope();
-                layer.InputNorm.Forward(x32);
-                layer.PostAttentionNorm.Forward(x32);
+                layer.InputNorm.Forward(x32, stepContext);
+                layer.PostAttentionNorm.Forward(x32, stepContext);
             }
-            model.Body.FinalNorm.Forward(x32);
+            model.Body.FinalNorm.Forward(x32, stepContext);
         });
 
         // Everything between the matmuls that is not attention or a norm, per layer, as the layer runs it.
