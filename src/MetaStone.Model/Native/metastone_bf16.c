@@ -261,27 +261,30 @@ static inline __attribute__((always_inline)) void packed_tile(const uint32_t* xp
     store_tile(acc, bias, y, n, rows, m0, j, R, V);
 }
 
+// The drivers' loop, shared by the three activation-packed kernels: activation rows in blocks of 32 (two 16-row vectors;
+// a last block of at most 16 rows takes one), weight rows [n0, n1) in tiles of PACKED_TILE_ROWS and a remainder tile.
+// Each call site passes a constant V, so the tile function is inlined and unrolled once per vector count.
+#define FOR_EACH_TILE(TILE, X)                                                                                       \
+    for (int m0 = 0, mp = padded_rows(rows); m0 < rows; m0 += 32)                                                    \
+    {                                                                                                                \
+        int j = n0;                                                                                                  \
+        if (rows - m0 > 16)                                                                                          \
+        {                                                                                                            \
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) TILE(X, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2); \
+            if (j < n1) TILE(X, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);                                      \
+        }                                                                                                            \
+        else                                                                                                         \
+        {                                                                                                            \
+            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) TILE(X, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1); \
+            if (j < n1) TILE(X, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);                                      \
+        }                                                                                                            \
+    }
+
 // y[m, n] = bias[n] + Σ_k x[m, k]·w[n, k] for every row m < rows and the weight rows n in [n0, n1), from activations
 // packed by metastone_bf16_pack_activations. w: bf16 [n, k], row-major as stored; y: fp32 [rows, n]; bias fp32 or NULL.
 EXPORT void metastone_bf16_matmul_packed(const uint32_t* xp, const uint16_t* w, const float* bias, float* y,
                                          int rows, int n, int k, int n0, int n1)
-{
-    int mp = padded_rows(rows);
-    for (int m0 = 0; m0 < rows; m0 += 32)
-    {
-        int j = n0;
-        if (rows - m0 > 16)
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
-            if (j < n1) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
-        }
-        else
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
-            if (j < n1) packed_tile(xp, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
-        }
-    }
-}
+{ FOR_EACH_TILE(packed_tile, xp); }
 
 // ---- The same for fp32 weights (fp32 models' decode batches) ----
 // fp32 activations transposed, xt[kk][m] = x[m][kk] (rows padded to 16), and one fp32 weight broadcast per FMA: 12 × 32
@@ -329,23 +332,7 @@ static inline __attribute__((always_inline)) void fp32_tile(const float* xt, int
 // metastone_fp32_pack_activations. w: fp32 [n, k] row-major; y: fp32 [rows, n]; bias fp32 or NULL.
 EXPORT void metastone_fp32_matmul_packed(const float* xt, const float* w, const float* bias, float* y,
                                          int rows, int n, int k, int n0, int n1)
-{
-    int mp = padded_rows(rows);
-    for (int m0 = 0; m0 < rows; m0 += 32)
-    {
-        int j = n0;
-        if (rows - m0 > 16)
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
-            if (j < n1) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
-        }
-        else
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
-            if (j < n1) fp32_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
-        }
-    }
-}
+{ FOR_EACH_TILE(fp32_tile, xt); }
 
 // ---- bf16 weights, exact: fp32 activations times the weights widened, for prefill ----
 // The prefill keeps bf16 models' keys and values computed from unrounded activations (the bf16 numerics target), which
@@ -391,20 +378,4 @@ static inline __attribute__((always_inline)) void widened_tile(const float* xt, 
 // metastone_fp32_pack_activations, summed in fp32; m < rows, weight rows n in [n0, n1); k a multiple of 16.
 EXPORT void metastone_bf16_matmul_exact(const float* xt, const uint16_t* w, const float* bias, float* y,
                                         int rows, int n, int k, int n0, int n1)
-{
-    int mp = padded_rows(rows);
-    for (int m0 = 0; m0 < rows; m0 += 32)
-    {
-        int j = n0;
-        if (rows - m0 > 16)
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 2);
-            if (j < n1) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 2);
-        }
-        else
-        {
-            for (; j + PACKED_TILE_ROWS <= n1; j += PACKED_TILE_ROWS) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, PACKED_TILE_ROWS, 1);
-            if (j < n1) widened_tile(xt, mp, m0, w, k, bias, y, n, rows, j, n1 - j, 1);
-        }
-    }
-}
+{ FOR_EACH_TILE(widened_tile, xt); }
