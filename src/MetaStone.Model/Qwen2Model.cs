@@ -30,14 +30,14 @@ public sealed class RmsNorm : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>x in fp32 (the residual stream) → fp32.</summary>
-    /// <remarks>Six torch calls (a decode step is dominated by per-call overhead): the same operations in the same order as
-    /// <c>x * rsqrt(mean(x·x) + eps) * w</c>, the intermediate ones in place.</remarks>
     /// <summary>In <see cref="HostRmsNorm"/> for CPU inference without autograd (one tensor instead of six), else in
     /// torch.</summary>
     internal Tensor Forward(Tensor x, LayerContext ctx) =>
         ctx.HostKernelsAllowed && !ctx.RecordsGradients && HostRmsNorm.Supports(x, weight) ? HostRmsNorm.Forward(x, weight, _epsValue) : Forward(x);
 
+    /// <summary>x in fp32 (the residual stream) → fp32.</summary>
+    /// <remarks>Six torch calls (a decode step is dominated by per-call overhead): the same operations in the same order as
+    /// <c>x * rsqrt(mean(x·x) + eps) * w</c>, the intermediate ones in place.</remarks>
     public Tensor Forward(Tensor x)
     {
         var meanSquare = x.mul(x).mean([-1], keepdim: true);
